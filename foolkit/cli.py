@@ -1,0 +1,79 @@
+"""The ``foolkit`` command line (click).
+
+Every user-caused failure ends as one line on stderr (``foolkit: error: ...``) and a
+non-zero exit; Ctrl-C ends with exit code 130 after the command has saved what it can.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from foolkit import __version__
+from foolkit.commands.classify import classify
+from foolkit.commands.listing import datasets, models
+from foolkit.commands.train import train
+from foolkit.errors import FoolkitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="foolkit")
+def cli() -> None:
+    """foolkit: fool image classifiers, and show why they can be fooled."""
+
+
+for _cmd in (classify, models, datasets, train):
+    cli.add_command(_cmd)
+
+
+def _register_capabilities() -> None:
+    """Commands that live in their capability's package (attack, evolve, retrain, memorize, demo)."""
+    from foolkit.commands import attack, demo, evolve, memorize, retrain
+
+    for module, name in ((attack, "attack"), (evolve, "evolve"), (retrain, "retrain"), (memorize, "memorize"),
+                         (demo, "demo")):
+        cli.add_command(getattr(module, name))
+
+
+_register_capabilities()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning errors into one clear line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="foolkit", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        message = exc.format_message().replace("\n", " ")
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"foolkit: error: {message}{where}", file=sys.stderr)
+        return exc.exit_code
+    except FoolkitError as exc:
+        print(f"foolkit: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("foolkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except torch_oom_types() as exc:  # type: ignore[misc]
+        print(f"foolkit: error: out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch or --device cpu",
+              file=sys.stderr)
+        return 1
+
+
+def torch_oom_types() -> tuple[type[BaseException], ...]:
+    try:
+        import torch
+
+        return (torch.OutOfMemoryError,)
+    except (ImportError, AttributeError):
+        return (MemoryError,)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def device_option(f: F) -> F:
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+                        help="Where to run: auto picks CUDA when present.")(f)
+
+
+def seed_option(f: F) -> F:
+    return click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same result on CPU).")(f)
+
+
+def model_options(f: F) -> F:
+    f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="Local weights file for a registry model (e.g. when offline).")(f)
+    return click.option("--model", "-m", "model_name", required=True,
+                        help="Registry name (see `foolkit models`) or a model file with its sidecar JSON.")(f)
+
+
+def data_dir_option(f: F) -> F:
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="FOOLKIT_DATA",
+                        help="Where datasets live (default: system copies, then the cache).")(f)
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj))
+
+
+def info(msg: str) -> None:
+    """A progress / notice line on stderr (stdout stays machine-readable)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def not_landed(what: str) -> None:
+    from foolkit.errors import FoolkitError
+
+    raise FoolkitError(f"`foolkit {what}` is not available yet in this version of foolkit")

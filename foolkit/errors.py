@@ -1,0 +1,11 @@
+"""The one exception type for failures a user can cause.
+
+The CLI turns a :class:`FoolkitError` into one line on stderr and a non-zero exit, so its
+message must stand on its own: say what is wrong and what to do about it.
+"""
+
+
+class FoolkitError(Exception):
+    """A user-facing error: bad input, missing file, unknown name, offline without data."""
+
+    exit_code = 2

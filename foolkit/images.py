@@ -1,0 +1,207 @@
+"""Images in and out: Pillow files <-> float tensors in [0, 1]; panels and grids.
+
+Tensors are ``(C, H, W)`` for one image and ``(B, C, H, W)`` for a batch, float32 in
+``[0, 1]``. Everything written is a lossless 8-bit PNG, written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from foolkit.errors import FoolkitError
+from foolkit.runs import atomic_write_bytes
+
+# Pillow refuses decompression bombs with a warning first; treat that as an error too.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+def load_image(path: str | os.PathLike[str], channels: int | None = None) -> torch.Tensor:
+    """Read any image Pillow reads into a ``(C, H, W)`` float tensor in ``[0, 1]``.
+
+    Handles RGB, grayscale, RGBA/LA and palette images with transparency (composited on
+    white), 16- and 32-bit grayscale, CMYK and YCbCr, and EXIF orientation. ``channels``
+    (1 or 3) converts to gray or RGB; ``None`` keeps 1 for gray sources and 3 otherwise.
+    Raises :class:`FoolkitError` with one clear line for anything unreadable.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FoolkitError(f"no such file: {path}")
+    if path.is_dir():
+        raise FoolkitError(f"{path} is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise FoolkitError(f"{path} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                arr = _to_array(img)
+    except FoolkitError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise FoolkitError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from exc
+    x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return to_channels(x, channels) if channels is not None else x
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    """``(H, W, C)`` float32 in [0, 1], C in {1, 3}."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        a = np.asarray(img, dtype=np.float64) / 65535.0
+        return a[..., None].astype(np.float32)
+    if mode == "I":
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if a.max(initial=0) <= 65535 else float(2**31 - 1)
+        return np.clip(a / hi, 0, 1)[..., None].astype(np.float32)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
+        scale = 1.0 if (lo >= 0 and hi <= 1) else max(hi - lo, 1e-12)
+        a = a if scale == 1.0 else (a - lo) / scale
+        return np.clip(a, 0, 1)[..., None].astype(np.float32)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("L" if mode in ("LA", "La") else "RGB")
+        mode = img.mode
+    if mode in ("1", "L"):
+        a = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return a[..., None]
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return a
+
+
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert ``(..., C, H, W)`` between 1 (luma, ITU-R 601) and 3 channels."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x * w).sum(dim=-3, keepdim=True)
+    if c == 1 and channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous()
+    raise FoolkitError(f"cannot convert a {c}-channel image to {channels} channels")
+
+
+def model_view(x: torch.Tensor, input_size: Sequence[int]) -> torch.Tensor:
+    """Differentiable map from full-resolution images to a model's input.
+
+    ``x`` is ``(B, C, H, W)`` in [0, 1] at any resolution; the result is
+    ``(B, *input_size)``: channels converted, the centre cropped to the model's aspect
+    ratio, then resized (bilinear, antialiased when shrinking). Gradients flow back to the
+    full-resolution pixels, so attacks can perturb the image a user actually saves.
+    """
+    c, h, w = (int(v) for v in input_size)
+    x = to_channels(x, c)
+    H, W = x.shape[-2:]
+    if (H, W) == (h, w):
+        return x
+    target_ratio = w / h
+    if W / H > target_ratio * 1.01:  # too wide: crop width
+        new_w = max(1, round(H * target_ratio))
+        left = (W - new_w) // 2
+        x = x[..., :, left:left + new_w]
+    elif W / H < target_ratio / 1.01:  # too tall: crop height
+        new_h = max(1, round(W / target_ratio))
+        top = (H - new_h) // 2
+        x = x[..., top:top + new_h, :]
+    shrinking = x.shape[-2] > h or x.shape[-1] > w
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrinking).clamp(0, 1)
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """What a lossless 8-bit PNG keeps of ``x``: round to multiples of 1/255."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """``(C, H, W)`` (or ``(H, W)``) in [0, 1] → an 8-bit gray or RGB Pillow image."""
+    x = x.detach().float().cpu()
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    arr = (quantize(x) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0], mode="L")
+    return Image.fromarray(arr, mode="RGB")
+
+
+def save_image(x: torch.Tensor | Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write a lossless PNG atomically; returns the path."""
+    img = x if isinstance(x, Image.Image) else to_pil(x)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def noise_image(delta: torch.Tensor, *, amplify: float | None = None) -> torch.Tensor:
+    """Make a perturbation visible: centred on grey, amplified so the largest |δ| hits 0 or 1."""
+    d = delta.detach().float()
+    if amplify is None:
+        peak = d.abs().max().item()
+        amplify = 0.5 / peak if peak > 0 else 1.0
+    return (0.5 + amplify * d).clamp(0, 1)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def panel(images: Sequence[torch.Tensor], captions: Sequence[str], *, tile: int = 224,
+          title: str | None = None) -> Image.Image:
+    """Side-by-side tiles, each scaled to ``tile`` px high (nearest for small images) and
+    captioned underneath; optional title on top."""
+    return grid(images, captions, columns=len(images), tile=tile, title=title)
+
+
+def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, *, columns: int = 5,
+         tile: int = 128, title: str | None = None) -> Image.Image:
+    """A grid of ``(C, H, W)`` images with optional captions (several lines allowed)."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("grid of no images")
+    captions = list(captions) if captions is not None else [""] * n
+    columns = max(1, min(columns, n))
+    rows = (n + columns - 1) // columns
+    font_size = max(10, tile // 12)
+    font = _font(font_size)
+    lines = max((c.count("\n") + 1 for c in captions if c), default=0)
+    cap_h = (font_size + 4) * lines + (6 if lines else 0)
+    title_h = font_size + 14 if title else 0
+    pad = 6
+    canvas = Image.new("RGB", (columns * (tile + pad) + pad, title_h + rows * (tile + cap_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 5), title, fill="black", font=font)
+    for i, (img, cap) in enumerate(zip(images, captions)):
+        r, c = divmod(i, columns)
+        pil = to_pil(img).convert("RGB")
+        scale = tile / max(pil.size)
+        size = (max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale)))
+        resample = Image.NEAREST if max(pil.size) <= tile // 2 else Image.LANCZOS
+        pil = pil.resize(size, resample)
+        x0 = pad + c * (tile + pad)
+        y0 = title_h + pad + r * (tile + cap_h + pad)
+        canvas.paste(pil, (x0 + (tile - size[0]) // 2, y0 + (tile - size[1]) // 2))
+        if cap:
+            draw.multiline_text((x0, y0 + tile + 4), cap, fill="black", font=font, spacing=4)
+    return canvas

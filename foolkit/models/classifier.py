@@ -1,0 +1,118 @@
+"""Classifier: a network that owns its preprocessing.
+
+A :class:`Classifier` takes images in ``[0, 1]`` of shape ``(B, C, H, W)`` at its
+``input_size`` and returns logits ``(B, num_classes)``. It subtracts ``mean`` and divides by
+``std`` itself, so attacks and generators never normalise anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from foolkit.errors import FoolkitError
+
+
+class Classifier(nn.Module):
+    """Wrap ``net`` (any module mapping normalised images to logits)."""
+
+    def __init__(self, net: nn.Module, *, mean: Sequence[float], std: Sequence[float], classes: Sequence[str],
+                 input_size: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0), name: str | None = None,
+                 meta: dict[str, Any] | None = None):
+        super().__init__()
+        c = int(input_size[0])
+        mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
+        std_t = torch.as_tensor(list(std), dtype=torch.float32)
+        if mean_t.numel() not in (1, c) or std_t.numel() not in (1, c):
+            raise FoolkitError(f"mean/std need 1 or {c} values, got {mean_t.numel()} and {std_t.numel()}")
+        if (std_t <= 0).any():
+            raise FoolkitError("std values must be positive")
+        if len(input_size) != 3:
+            raise FoolkitError(f"input_size must be [C, H, W], got {list(input_size)}")
+        if not classes:
+            raise FoolkitError("a classifier needs at least one class name")
+        self.net = net
+        self.register_buffer("mean", mean_t.expand(c).clone().view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.expand(c).clone().view(1, c, 1, 1), persistent=False)
+        self.classes: list[str] = [str(k) for k in classes]
+        self.input_size: tuple[int, int, int] = (c, int(input_size[1]), int(input_size[2]))
+        self.bounds: tuple[float, float] = (float(bounds[0]), float(bounds[1]))
+        self.name = name or type(net).__name__
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    # -- the module ------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, C, H, W)`` in ``bounds`` → logits ``(B, num_classes)``."""
+        return self.net((x - self.mean) / self.std)
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Like ``nn.Module.train`` but tolerant of children that refuse it.
+
+        The module of a loaded ``torch.export`` program raises on ``.train()`` /
+        ``.eval()``; it is frozen in the mode it was exported in (eval for inference), so
+        skipping it is the right thing.
+        """
+        self.training = mode
+        for module in self.children():
+            try:
+                module.train(mode)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return self
+
+    # -- conveniences ----------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    def class_index(self, label: int | str) -> int:
+        """A class given by index (``3``, ``"3"``) or name (``"tabby"``, case-insensitive)."""
+        if isinstance(label, int):
+            idx = label
+        else:
+            text = str(label).strip()
+            lowered = [k.lower() for k in self.classes]
+            if text.lower() in lowered:
+                return lowered.index(text.lower())
+            if text.lstrip("-").isdigit():
+                idx = int(text)
+            else:
+                near = [k for k in self.classes if text.lower() in k.lower()][:5]
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise FoolkitError(f"unknown class {text!r} for model {self.name}{hint}")
+        if not 0 <= idx < self.num_classes:
+            raise FoolkitError(f"class index {idx} out of range for model {self.name} (0..{self.num_classes - 1})")
+        return idx
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode top-1 ``(labels, confidences)`` for ``(B, C, H, W)``, chunked; on ``x``'s device."""
+        probs = self.probabilities(x, batch_size=batch_size)
+        conf, labels = probs.max(dim=1)
+        return labels, conf
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+        """Eval-mode softmax ``(B, num_classes)``, chunked to bound memory. Restores the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            dev = self.device
+            out = [torch.softmax(self(x[i:i + batch_size].to(dev)).float(), dim=1) for i in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out).to(x.device) if out else torch.empty(0, self.num_classes, device=x.device)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}, bounds={self.bounds}"

@@ -1,0 +1,173 @@
+"""Run folders: config, JSONL logs, atomic files, checkpoints (tensors + JSON, no pickle).
+
+Every long command writes into one folder::
+
+    DIR/config.json      the configuration the run was started with
+    DIR/log.jsonl        one JSON object per step / generation / epoch / round
+    DIR/checkpoint.pt    written atomically (temporary file, then rename)
+    DIR/*.png, *.json    figures and summaries
+
+A checkpoint is a ``torch.save`` of ``{"meta": <JSON text>, "tensors": {name: Tensor}}``,
+so it loads with ``torch.load(..., weights_only=True)``: nothing in it can run code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foolkit.errors import FoolkitError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and
+    ``path`` is left as it was, so readers never see a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FoolkitError(f"missing file: {path}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FoolkitError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def save_checkpoint(path: str | os.PathLike[str], *, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """Atomically save ``meta`` (JSON-able) and ``tensors`` (nested dicts/lists of tensors)."""
+    buf = io.BytesIO()
+    torch.save({"meta": json.dumps(meta, default=_json_default), "tensors": tensors}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Inverse of :func:`save_checkpoint`: ``(meta, tensors)``. Never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FoolkitError(f"no checkpoint at {path}")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+        return json.loads(blob["meta"]), blob["tensors"]
+    except Exception as exc:  # corrupt, truncated, or not ours
+        raise FoolkitError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to start over") from exc
+
+
+class RunDir:
+    """One folder for one long run: config, JSONL log, checkpoint, figures."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    # -- files -----------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def create(self, config: dict[str, Any], *, resume: bool) -> dict[str, Any]:
+        """Start or resume the run; returns the config in force.
+
+        Starting refuses a folder that already holds a run (so nothing is lost by
+        accident); resuming needs one and returns the saved config.
+        """
+        if resume:
+            if not self.config_path.is_file():
+                raise FoolkitError(f"nothing to resume in {self.path}: no config.json")
+            return read_json(self.config_path)
+        if self.config_path.exists() or self.checkpoint_path.exists():
+            raise FoolkitError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config)
+        if self.log_path.exists():
+            self.log_path.unlink()
+        return config
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line and flush it to disk."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_log(self) -> list[dict[str, Any]]:
+        if not self.log_path.exists():
+            return []
+        records = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line torn by a kill: everything after it is suspect
+        return records
+
+    def truncate_log(self, key: str, last: int) -> list[dict[str, Any]]:
+        """Keep only log records with ``record[key] <= last`` (used on resume, so the log
+        never repeats or skips a step); returns the records kept."""
+        kept = [r for r in self.read_log() if r.get(key, 0) <= last]
+        atomic_write_text(self.log_path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+        return kept
