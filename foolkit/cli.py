@@ -41,6 +41,9 @@ _register_capabilities()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning errors into one clear line and an exit code."""
+    from foolkit.commands import common
+
+    common.INVOCATION[:] = list(argv) if argv is not None else sys.argv[1:]
     try:
         rv = cli.main(args=argv, prog_name="foolkit", standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -11,6 +11,16 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: the arguments of the running ``foolkit`` invocation (set by ``foolkit.cli.main``)
+INVOCATION: list[str] = []
+
+
+def command_line() -> str:
+    """The running command as a shell line, for model cards and run configs."""
+    import shlex
+
+    return " ".join(["foolkit", *(shlex.quote(a) for a in INVOCATION)])
+
 
 def device_option(f: F) -> F:
     return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",

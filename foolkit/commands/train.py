@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from foolkit.commands.common import data_dir_option, device_option, emit_json, info, seed_option
+from foolkit.commands.common import command_line, data_dir_option, device_option, emit_json, info, seed_option
 from foolkit.errors import FoolkitError
 
 
@@ -105,7 +103,7 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
     history = fit(model, train_ds.images(dev), train_ds.y, config, test=(test_ds.images(dev), test_ds.y.to(dev)),
                   perturb=perturb, checkpoint=ckpt, resume=resume, on_epoch=on_epoch, desc=f"train {arch}")
     last = history[-1] if history else {}
-    command = "foolkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    command = command_line()
     extra = {"dataset": dataset, "dataset_source": train_ds.source, "train_size": len(train_ds),
              "test_size": len(test_ds), "epochs": len(history), "train_accuracy": last.get("train_accuracy"),
              "test_accuracy": last.get("test_accuracy"), "config": {**config.__dict__},

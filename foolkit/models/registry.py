@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,9 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
     else:
         try:
             # TorchScript archives hold TorchScript code and tensors, not pickled Python objects.
-            net = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+                net = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise FoolkitError(f"{path} is not a TorchScript model or a foolkit state dict "
                                f"({type(exc).__name__}); sidecar {path.with_suffix('.json').name} has no 'arch'") from exc

@@ -1,0 +1,131 @@
+"""Classifier owns normalisation; user model files (torch.export, TorchScript, foolkit state dicts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from foolkit.errors import FoolkitError
+from foolkit.models import Classifier, load_model, new_model, save_model
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(self.bn(self.conv(x)).mean(dim=(2, 3))))
+
+
+def test_forward_normalises_with_mean_and_std():
+    net = _Tiny().eval()
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    clf = Classifier(net, mean=mean, std=std, classes=list("abcde"), input_size=(3, 8, 8)).eval()
+    x = torch.rand(4, 3, 8, 8)
+    manual = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
+    assert torch.allclose(clf(x), manual, atol=1e-6)
+    assert clf.num_classes == 5 and clf.input_size == (3, 8, 8) and clf.bounds == (0.0, 1.0)
+    labels, conf = clf.predict(x)
+    assert torch.equal(labels, manual.argmax(1)) and torch.allclose(conf, manual.softmax(1).max(1).values)
+
+
+def test_bad_construction_values():
+    with pytest.raises(FoolkitError):
+        Classifier(_Tiny(), mean=[0.5, 0.5], std=[1, 1, 1], classes=["a"], input_size=(3, 8, 8))
+    with pytest.raises(FoolkitError):
+        Classifier(_Tiny(), mean=[0.5], std=[0.0], classes=["a"], input_size=(3, 8, 8))
+
+
+def test_class_index_by_name_and_number():
+    clf = Classifier(_Tiny(), mean=[0], std=[1], classes=["tabby cat", "dog", "koala", "x", "y"], input_size=(3, 8, 8))
+    assert clf.class_index("Koala") == 2 and clf.class_index("1") == 1 and clf.class_index(4) == 4
+    for bad in ("zebra", "5", "-1", 7):
+        with pytest.raises(FoolkitError):
+            clf.class_index(bad)
+
+
+def _sidecar(path, **extra):
+    meta = {"classes": [f"c{i}" for i in range(5)], "input_size": [3, 8, 8], "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25], **extra}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+
+
+def test_torch_export_program_loads_and_survives_eval(tmp_path):
+    net = _Tiny().eval()
+    program = torch.export.export(net, (torch.randn(2, 3, 8, 8),))
+    path = tmp_path / "model.pt2"
+    torch.export.save(program, str(path))
+    _sidecar(path)
+    clf = load_model(path, device="cpu")
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        clf.net.eval()  # the exported module itself refuses ...
+    clf.eval()          # ... but the Classifier does not
+    clf.train()
+    clf.eval()
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(clf(x), net((x - 0.5) / 0.25), atol=1e-5)
+    assert clf.classes[0] == "c0" and clf.input_size == (3, 8, 8)
+    assert clf.probabilities(x).shape == (2, 5)
+
+
+def test_torchscript_model_loads(tmp_path):
+    net = _Tiny().eval()
+    path = tmp_path / "model.ts"
+    torch.jit.script(net).save(str(path))
+    _sidecar(path)
+    clf = load_model(path, device="cpu")
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.allclose(clf(x), net((x - 0.5) / 0.25), atol=1e-5)
+
+
+def test_saved_state_dict_round_trip(tmp_path):
+    clf = new_model("lenet", classes=[str(i) for i in range(10)], input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    path = save_model(clf, tmp_path / "m", arch="lenet", extra={"note": "x"})
+    back = load_model(path, device="cpu")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(back(x), clf.eval()(x)) and back.meta["note"] == "x"
+    # the sidecar path works as the model name too
+    assert load_model(path.with_suffix(".json"), device="cpu").num_classes == 10
+
+
+@pytest.mark.parametrize("case", ["no-sidecar", "bad-json", "garbage", "wrong-shape", "directory", "missing"])
+def test_bad_model_files_raise_one_clear_error(tmp_path, case):
+    path = tmp_path / "m.pt"
+    if case == "directory":
+        path = tmp_path / "dir.pt"
+        path.mkdir()
+    elif case != "missing":
+        path.write_bytes(b"\x00garbage" * 10)
+    if case == "bad-json":
+        path.with_suffix(".json").write_text("{not json")
+    elif case in ("garbage",):
+        _sidecar(path)
+    elif case == "wrong-shape":
+        clf = new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0], std=[1])
+        save_model(clf, path, arch="lenet")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        meta["classes"] = list("abc")  # 3 outputs expected, weights have 2
+        path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(FoolkitError) as info:
+        load_model(path, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_weights_only_loading_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, path)
+    clf = new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0], std=[1])
+    save_model(clf, tmp_path / "ok", arch="lenet")
+    with pytest.raises(FoolkitError):
+        load_model(tmp_path / "ok.pt", device="cpu", weights=path)

