@@ -1,13 +1,75 @@
-"""`foolkit retrain` (its capability has not landed yet)."""
+"""`foolkit retrain`: retrain on the fooling (or adversarial) images, attack again, report every round."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from foolkit.commands.common import not_landed
+from foolkit.commands.common import data_dir_option, device_option, info, seed_option
+from foolkit.errors import FoolkitError
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def retrain() -> None:
-    """Not available yet in this version."""
-    not_landed("retrain")
+@click.command()
+@click.option("--model", "-m", "model_name", default=None, help="Bundled model or a `foolkit train` output (required unless --resume).")
+@click.option("--dataset", "-d", default=None, help="Its training data: mnist, fashion-mnist, cifar10 (required unless --resume).")
+@click.option("--kind", type=click.Choice(["fooling", "adversarial"]), default="fooling", show_default=True)
+@click.option("--rounds", "-r", type=int, default=3, show_default=True, help="Retraining rounds after round 0.")
+@click.option("--encoding", type=click.Choice(["direct", "cppn"]), default="direct", show_default=True)
+@click.option("--generations", "-g", type=int, default=100, show_default=True, help="Generations per evolution.")
+@click.option("--population", "-p", type=int, default=200, show_default=True)
+@click.option("--pool-runs", type=int, default=2, show_default=True, help="Extra evolutions per round for the training pool.")
+@click.option("--holdout-runs", type=int, default=1, show_default=True, help="Evolutions per round held out for recall.")
+@click.option("--method", default="pgd", show_default=True, help="Attack for --kind adversarial.")
+@click.option("--eps", type=float, default=0.3, show_default=True, help="Attack budget for --kind adversarial.")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--attack-steps", type=int, default=20, show_default=True)
+@click.option("--finetune-epochs", type=int, default=3, show_default=True, help="Epochs of training per round.")
+@click.option("--from-scratch", is_flag=True, help="Train each round's model from a fresh initialisation.")
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--subset", type=int, default=None, help="Training images to use (default: all).")
+@click.option("--test-subset", type=int, default=1000, show_default=True, help="Test images to measure on.")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default="foolkit-retrain", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
+@data_dir_option
+@seed_option
+@device_option
+def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int, encoding: str, generations: int,
+            population: int, pool_runs: int, holdout_runs: int, method: str, eps: float, norm: str, attack_steps: int,
+            finetune_epochs: int, from_scratch: bool, lr: float, subset: int | None, test_subset: int, out: str,
+            resume: bool, data_dir: str | None, seed: int, device: str) -> None:
+    """Show that a network retrained on its fooling images is fooled again.
+
+    Writes OUT/rounds.json, OUT/rounds.png, OUT/round-R/{model.pt,model.json,gallery.png} and a
+    log line per round; a killed run continues with --resume.
+    """
+    from foolkit.retrain import RetrainConfig, run_rounds
+    from foolkit.runs import read_json
+
+    if resume:
+        cfg_path = Path(out) / "config.json"
+        if not cfg_path.is_file():
+            raise FoolkitError(f"nothing to resume in {out}: no config.json")
+        config = RetrainConfig(**read_json(cfg_path))
+    else:
+        if not model_name or not dataset:
+            raise FoolkitError("--model and --dataset are required (or --resume with --out DIR)")
+        config = RetrainConfig(model=model_name, dataset=dataset, kind=kind, rounds=rounds, encoding=encoding,
+                               generations=generations, population=population, pool_runs=pool_runs,
+                               holdout_runs=holdout_runs, method=method, eps=eps, norm=norm, attack_steps=attack_steps,
+                               finetune_epochs=finetune_epochs, from_scratch=from_scratch, lr=lr, subset=subset,
+                               test_subset=test_subset, seed=seed, device=device, data_dir=data_dir)
+        config.validate()
+    results = run_rounds(config, out, resume=resume)
+    head = f"{'round':>5} {'clean acc':>9}"
+    head += f" {'fooled':>6} {'median conf':>11} {'recall':>7}" if config.kind == "fooling" else f" {'robust acc':>10} {'median ' + config.norm:>11}"
+    click.echo(head)
+    for r in results:
+        row = f"{r.round:>5} {r.clean_accuracy:>9.4f}"
+        if config.kind == "fooling":
+            recall = "-" if r.fooling_recall is None else f"{r.fooling_recall:.3f}"
+            row += f" {r.fooled_classes:>6} {r.median_confidence:>11.5f} {recall:>7}"
+        else:
+            row += f" {r.robust_accuracy:>10.4f} {r.median_norm:>11.4f}"
+        click.echo(row)
+    info(f"wrote {Path(out) / 'rounds.json'} and {Path(out) / 'rounds.png'}")
