@@ -1,0 +1,437 @@
+"""Randomisation tests and the regulariser grid of Zhang et al. 2017, on the one training loop.
+
+Every run trains a fresh network of a named architecture with :func:`foolkit.models.training.fit`
+(``stop_at_fit=True``, ``eval_train=True``): SGD with momentum 0.9 and the paper's learning
+rate decay of 0.95 per epoch, learning rate 0.1 for Inception and 0.01 for AlexNet / MLPs /
+LeNet, until the training set is fitted (100% eval-mode training accuracy) or ``epochs`` run out.
+
+Small subsets: the paper's decay is 0.95 per epoch of 50,000 CIFAR images, i.e. per
+``PAPER_STEPS_PER_EPOCH`` = 391 steps of 128. Applied per epoch of a 1,000-image subset (8
+steps) the learning rate would vanish before random labels are fitted (measured on 1,000 MNIST
+digits, mlp1x512: after 300 epochs random labels stall at 78% training accuracy, true labels
+at 99.1%). We therefore keep the paper's batch size (128) and its schedule *per step*: the
+per-epoch factor is ``lr_decay ** (steps_per_epoch / decay_steps)`` with ``decay_steps`` = 391
+(``decay_steps=0`` decays per epoch of the data at hand, as ``fit`` does). Both values and
+the resulting per-epoch factor are recorded in every run record.
+
+Outputs (:func:`run_randomization`): ``results.json`` (``{"runs": [...]}`` with ``variant``,
+``corruption``, ``model``, ``train_accuracy``, ``test_accuracy``, ``epochs_to_fit``,
+``steps_to_fit``, ``seconds`` and the per-epoch history), the corruption masks
+(``labels-<variant>.pt``: tensors ``y_train``, ``y_original``, ``replaced``), and figure 1 as
+PNGs. :func:`run_regularizers` writes ``regularizers.json``, ``regularizers.md`` and a figure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foolkit.errors import FoolkitError
+from foolkit.memorize.randomize import Variant, make_variant, parse_variant
+from foolkit.models.archs import count_parameters
+from foolkit.models.registry import new_model
+from foolkit.models.training import TrainConfig, fit
+from foolkit.runs import RunDir, atomic_path, atomic_write_json, atomic_write_text, read_json, save_checkpoint
+
+MODELS = ("mlp1x512", "mlp3x512", "small-inception", "small-alexnet", "lenet")
+DEFAULT_VARIANTS = ("true", "random-labels", "shuffled-pixels", "random-pixels", "gaussian")
+REGULARIZERS = ("none", "dropout", "weight-decay", "batchnorm", "crop", "early-stopping", "all")
+#: Regulariser strengths (the paper's Inception used weight decay and random crops; dropout 0.5 as usual).
+DROPOUT, WEIGHT_DECAY, EARLY_STOPPING_PATIENCE = 0.5, 5e-4, 5
+
+
+def default_lr(model: str) -> float:
+    """The paper's learning rates: 0.1 for (small) Inception, 0.01 for AlexNet, MLPs (and LeNet)."""
+    return 0.1 if model == "small-inception" else 0.01
+
+
+PAPER_BATCH_SIZE, PAPER_STEPS_PER_EPOCH = 128, 391   # 50,000 CIFAR-10 images in batches of 128
+
+
+def epoch_decay(lr_decay: float, *, n: int, batch_size: int, decay_steps: int = PAPER_STEPS_PER_EPOCH) -> float:
+    """The per-epoch learning-rate factor that applies ``lr_decay`` once every ``decay_steps`` steps
+    (``decay_steps = 0``: once per epoch)."""
+    if decay_steps <= 0:
+        return lr_decay
+    steps = -(-n // batch_size)
+    return float(lr_decay ** (steps / decay_steps))
+
+
+@dataclass
+class RunSettings:
+    """Hyperparameters of one memorisation run (keyword-only everywhere they are passed)."""
+
+    model: str = "mlp1x512"
+    epochs: int = 100
+    lr: float | None = None            #: None: the paper's value for the model
+    lr_decay: float = 0.95
+    momentum: float = 0.9
+    batch_size: int = PAPER_BATCH_SIZE
+    decay_steps: int = PAPER_STEPS_PER_EPOCH  #: apply ``lr_decay`` every this many steps (0: every epoch)
+    weight_decay: float = 0.0
+    augment: str = "none"
+    early_stopping: int = 0
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise FoolkitError(f"unknown model {self.model!r} for memorize; choose from {', '.join(MODELS)}")
+        if self.epochs <= 0:
+            raise FoolkitError(f"epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise FoolkitError(f"batch size must be positive, got {self.batch_size}")
+        if self.decay_steps < 0:
+            raise FoolkitError(f"decay steps must be >= 0, got {self.decay_steps}")
+        if not 0 < self.lr_decay <= 1:
+            raise FoolkitError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+
+
+def _set_threads() -> None:
+    """Leave cores for the others on shared machines when FOOLKIT_THREADS is set."""
+    n = os.environ.get("FOOLKIT_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
+
+
+def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSettings, device: str | torch.device = "cpu",
+                  stop_at_fit: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Train a fresh ``settings.model`` on one variant; returns the run record.
+
+    The record holds ``variant``, ``corruption``, ``model``, ``train_accuracy`` (eval mode, on
+    the variant's own training labels), ``test_accuracy`` (true test labels), ``epochs_to_fit``
+    / ``steps_to_fit`` (first epoch with 100% training accuracy, else None), ``seconds``, the
+    hyperparameters, ``parameters`` and ``history`` (one dict per epoch from ``fit``).
+    """
+    settings.validate()
+    n = len(variant.y_train)
+    batch = settings.batch_size
+    decay = epoch_decay(settings.lr_decay, n=n, batch_size=batch, decay_steps=settings.decay_steps)
+    lr = settings.lr if settings.lr is not None else default_lr(settings.model)
+    shape = tuple(int(s) for s in variant.x_train.shape[1:])
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG left untouched
+        torch.manual_seed(settings.seed)
+        model = new_model(settings.model, classes=list(classes), input_size=shape, mean=variant.mean,  # type: ignore[arg-type]
+                          std=variant.std, device=device, **settings.arch_kwargs)
+    config = TrainConfig(epochs=settings.epochs, batch_size=batch, lr=lr, momentum=settings.momentum,
+                         weight_decay=settings.weight_decay, lr_decay=decay, augment=settings.augment,
+                         seed=settings.seed, stop_at_fit=stop_at_fit, eval_train=True,
+                         early_stopping=settings.early_stopping)
+    t0 = time.time()
+    history = fit(model, variant.x_train, variant.y_train, config, test=(variant.x_test, variant.y_test),
+                  progress=progress, desc=f"{settings.model} {variant.name}")
+    seconds = time.time() - t0
+    fitted = next((h for h in history if h["train_accuracy"] >= 1.0), None)
+    last = history[-1]
+    chosen = last
+    if settings.early_stopping:  # early stopping reports the epoch it would keep: the best test accuracy
+        chosen = max(history, key=lambda h: h["test_accuracy"])
+    return {
+        "variant": variant.name, "corruption": variant.corruption, "model": settings.model,
+        "train_accuracy": chosen["train_accuracy"], "test_accuracy": chosen["test_accuracy"],
+        "epochs_to_fit": fitted["epoch"] if fitted else None, "steps_to_fit": fitted["step"] if fitted else None,
+        "seconds": seconds, "epochs": last["epoch"], "chosen_epoch": chosen["epoch"],
+        "final_train_loss": last["train_loss"], "changed_fraction": variant.changed_fraction,
+        "replaced_fraction": float(variant.replaced.float().mean()), "n_train": n, "n_test": len(variant.y_test),
+        "parameters": count_parameters(model), "lr": lr, "lr_decay": settings.lr_decay, "decay_steps": settings.decay_steps,
+        "lr_decay_per_epoch": decay, "momentum": settings.momentum,
+        "batch_size": batch, "weight_decay": settings.weight_decay, "augment": settings.augment,
+        "early_stopping": settings.early_stopping, "arch_kwargs": settings.arch_kwargs, "seed": settings.seed,
+        "loadavg": list(os.getloadavg()), "history": history,
+    }
+
+
+def load_split(dataset: str, *, subset: int | None, test_subset: int | None, seed: int,
+               data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Train and test images (float ``(N, C, H, W)`` in [0, 1]) and labels of a dataset subset."""
+    from foolkit.data import load_dataset
+
+    train = load_dataset(dataset, "train", data_dir=data_dir, subset=subset, seed=seed, quiet=True)
+    test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_subset, seed=seed, quiet=True)
+    return train.images(), train.y, test.images(), test.y, list(train.classes)
+
+
+def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> list[str]:
+    """Canonical variant names, ``corrupt`` levels appended as ``corrupt:p``, duplicates dropped."""
+    names = [parse_variant(v)[0] for v in variants] + [parse_variant(f"corrupt:{p}")[0] for p in corrupt]
+    out: list[str] = []
+    for nm in names:
+        if nm not in out:
+            out.append(nm)
+    if not out:
+        raise FoolkitError("no data variants to run")
+    return out
+
+
+def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
+                      model: str = "mlp1x512", variants: Sequence[str] = DEFAULT_VARIANTS,
+                      corrupt: Sequence[float] = (), epochs: int = 100, settings: RunSettings | None = None,
+                      seed: int = 0, out: str | Path | None = None, resume: bool = False,
+                      device: str | torch.device = "cpu", data_dir: str | None = None, progress: bool = False,
+                      on_run: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The randomisation tests: one run per variant until fitted (or ``epochs``).
+
+    Returns ``(runs, figures)``: the run records (see :func:`train_variant`) and, when ``out`` is
+    given, ``{"loss": path, "time_to_fit": path, "test_error": path}`` of figure 1 (a)–(c); with
+    ``out`` the results, masks, a log and the figures are written there (``resume=True`` skips
+    the variants already in ``results.json``).
+    """
+    _set_threads()
+    settings = settings or RunSettings(model=model, epochs=epochs, seed=seed)
+    settings.validate()
+    names = expand_variants(variants, corrupt)
+    config = {"command": "randomize", "dataset": dataset, "subset": subset, "test_subset": test_subset,
+              "variants": names, "settings": asdict(settings)}
+    run_dir = RunDir(out) if out is not None else None
+    runs: list[dict[str, Any]] = []
+    if run_dir is not None:
+        config = run_dir.create(config, resume=resume)
+        names = config["variants"]
+        settings = RunSettings(**config["settings"])
+        if resume and run_dir.file("results.json").exists():
+            runs = read_json(run_dir.file("results.json"))["runs"]
+    x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
+                                                 data_dir=data_dir)
+    done = {r["variant"] for r in runs}
+    for name in names:
+        if name in done:
+            continue
+        v = make_variant(name, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
+        rec = train_variant(v, classes=classes, settings=settings, device=device, progress=progress)
+        rec["dataset"] = dataset
+        runs.append(rec)
+        if run_dir is not None:
+            save_checkpoint(run_dir.file(f"labels-{name.replace(':', '-')}.pt"), meta=v.summary(),
+                            tensors={"y_train": v.y_train, "y_original": v.y_original, "replaced": v.replaced})
+            atomic_write_json(run_dir.file("results.json"), {"config": config, "runs": runs})
+            run_dir.log({k: val for k, val in rec.items() if k != "history"})
+        if on_run is not None:
+            on_run(rec)
+    figures: dict[str, str] = {}
+    if run_dir is not None:
+        figures = plot_figure1(runs, run_dir.path, title=f"{settings.model} on {dataset} ({len(y_tr)} train)")
+        atomic_write_json(run_dir.file("results.json"), {"config": config, "runs": runs, "figures": figures})
+    return runs, figures
+
+
+# -- figures ----------------------------------------------------------------------------
+
+def _label_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((r for r in runs if r.get("corruption") is not None), key=lambda r: r["corruption"])
+
+
+def _save_fig(fig: Any, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "",
+                 prefix: str = "fig1") -> dict[str, str]:
+    """Zhang et al.'s figure 1 from run records: (a) training loss against steps per variant,
+    (b) steps to fit against label corruption, (c) test error against label corruption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    styles = ["-", "--", "-.", ":"]
+    for i, r in enumerate(runs):
+        steps = [h["step"] for h in r["history"]]
+        ax.plot(steps, [h["train_loss"] for h in r["history"]], label=r["variant"], lw=2.2 if i == 0 else 1.6,
+                ls=styles[i % len(styles)])
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("average training loss (per epoch)")
+    ax.set_title(f"(a) learning curves — {title}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    paths["loss"] = _save_fig(fig, out_dir / f"{prefix}a-loss.png")
+    lab = _label_runs(runs)
+    if lab:
+        ps = [r["corruption"] for r in lab]
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fitted = [(p, r["steps_to_fit"]) for p, r in zip(ps, lab) if r["steps_to_fit"] is not None]
+        unfitted = [(p, r["history"][-1]["step"]) for p, r in zip(ps, lab) if r["steps_to_fit"] is None]
+        if fitted:
+            ax.plot(*zip(*fitted), "o-", label="steps to 100% train accuracy")
+        if unfitted:
+            ax.plot(*zip(*unfitted), "x", color="red", ms=9, label="not fitted (epoch cap)")
+        ax.set_xlabel("label corruption p")
+        ax.set_ylabel("time to overfit (steps)")
+        ax.set_title(f"(b) convergence slowdown — {title}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        paths["time_to_fit"] = _save_fig(fig, out_dir / f"{prefix}b-time-to-fit.png")
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        ax.plot(ps, [1 - r["test_accuracy"] for r in lab], "o-", label="test error")
+        ax.plot(ps, [1 - r["train_accuracy"] for r in lab], "s--", label="train error")
+        ax.axhline(0.9, color="gray", ls=":", lw=1, label="chance (10 classes)")
+        ax.set_ylim(-0.02, 1.0)
+        ax.set_xlabel("label corruption p")
+        ax.set_ylabel("error")
+        ax.set_title(f"(c) generalisation error growth — {title}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        paths["test_error"] = _save_fig(fig, out_dir / f"{prefix}c-test-error.png")
+    return paths
+
+
+# -- regularisers -------------------------------------------------------------------------
+
+def regularizer_settings(name: str, base: RunSettings) -> RunSettings | None:
+    """``base`` with one regulariser (or ``all``) switched on; None when the architecture has no
+    such switch (LeNet has no batch norm; small-inception always has it unless switched off)."""
+    from dataclasses import replace
+
+    kw = dict(base.arch_kwargs)
+    s = replace(base, arch_kwargs=kw)
+    on = {"dropout", "weight-decay", "batchnorm", "crop", "early-stopping"} if name == "all" else {name}
+    if name not in REGULARIZERS:
+        raise FoolkitError(f"unknown regulariser {name!r}; choose from {', '.join(REGULARIZERS)}")
+    if "batchnorm" in on:
+        if base.model == "lenet":
+            if name == "batchnorm":
+                return None
+        else:
+            kw["batchnorm"] = True
+    elif base.model != "lenet":
+        kw["batchnorm"] = False
+    if "dropout" in on:
+        kw["dropout"] = DROPOUT
+    if "weight-decay" in on:
+        s.weight_decay = WEIGHT_DECAY
+    if "crop" in on:
+        s.augment = "crop"
+    if "early-stopping" in on:
+        s.early_stopping = EARLY_STOPPING_PATIENCE
+    return s
+
+
+def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
+                     model: str = "mlp1x512", regularizers: Sequence[str] = REGULARIZERS,
+                     labels: Sequence[str] = ("true", "random-labels"), epochs: int = 100, seed: int = 0,
+                     out: str | Path | None = None, resume: bool = False, device: str | torch.device = "cpu",
+                     data_dir: str | None = None, progress: bool = False,
+                     on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The regulariser grid (Table 1): each regulariser on its own (and ``all``), on true and on
+    random labels. Returns ``{"rows": [...], "markdown": str, "figure": path|None}``."""
+    _set_threads()
+    base = RunSettings(model=model, epochs=epochs, seed=seed)
+    base.validate()
+    for r in regularizers:
+        if r not in REGULARIZERS:
+            raise FoolkitError(f"unknown regulariser {r!r}; choose from {', '.join(REGULARIZERS)}")
+    label_names = [parse_variant(v)[0] for v in labels]
+    config = {"command": "regularizers", "dataset": dataset, "subset": subset, "test_subset": test_subset,
+              "model": model, "regularizers": list(regularizers), "labels": label_names, "epochs": epochs, "seed": seed}
+    run_dir = RunDir(out) if out is not None else None
+    rows: list[dict[str, Any]] = []
+    if run_dir is not None:
+        config = run_dir.create(config, resume=resume)
+        if resume and run_dir.file("regularizers.json").exists():
+            rows = read_json(run_dir.file("regularizers.json"))["rows"]
+    x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
+                                                 data_dir=data_dir)
+    done = {(r["regularizer"], r["variant"]) for r in rows}
+    for lab in config["labels"]:
+        v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
+        for reg in config["regularizers"]:
+            if (reg, v.name) in done:
+                continue
+            s = regularizer_settings(reg, base)
+            if s is None:
+                continue
+            rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress)
+            rec.update(regularizer=reg, dataset=dataset)
+            rows.append(rec)
+            if run_dir is not None:
+                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "rows": rows})
+                run_dir.log({k: val for k, val in rec.items() if k != "history"})
+            if on_run is not None:
+                on_run(rec)
+    md = regularizer_markdown(rows, title=f"{model} on {dataset} ({len(y_tr)} train / {len(y_te)} test)")
+    figure = None
+    if run_dir is not None:
+        figure = plot_regularizers(rows, run_dir.file("regularizers.png"), title=f"{model} on {dataset}")
+        atomic_write_text(run_dir.file("regularizers.md"), md)
+        atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "rows": rows, "figure": figure})
+    return {"rows": rows, "markdown": md, "figure": figure}
+
+
+def regularizer_markdown(rows: Sequence[dict[str, Any]], *, title: str = "") -> str:
+    """A Table-1-like Markdown table: one line per regulariser, train / test accuracy (%) per label kind."""
+    kinds = list(dict.fromkeys(r["variant"] for r in rows))
+    regs = list(dict.fromkeys(r["regularizer"] for r in rows))
+    by = {(r["regularizer"], r["variant"]): r for r in rows}
+    head = "| regulariser | " + " | ".join(f"{k}: train % | {k}: test % | {k}: epochs" for k in kinds) + " |"
+    sep = "|---|" + "---:|" * (3 * len(kinds))
+    lines = [f"**{title}**", "", head, sep] if title else [head, sep]
+    for reg in regs:
+        cells = []
+        for k in kinds:
+            r = by.get((reg, k))
+            if r is None:
+                cells += ["–", "–", "–"]
+            else:
+                fit_mark = "" if r["epochs_to_fit"] else " (not fitted)"
+                cells += [f"{100 * r['train_accuracy']:.2f}{fit_mark}", f"{100 * r['test_accuracy']:.2f}",
+                          str(r["epochs_to_fit"] or r["epochs"])]
+        lines.append(f"| {reg} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_regularizers(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
+    """Grouped bars: train and test accuracy per regulariser, one panel per label kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5.5 * max(1, len(kinds)), 4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rs = [r for r in rows if r["variant"] == kind]
+        pos = range(len(rs))
+        ax.bar([p - 0.2 for p in pos], [100 * r["train_accuracy"] for r in rs], width=0.4, label="train")
+        ax.bar([p + 0.2 for p in pos], [100 * r["test_accuracy"] for r in rs], width=0.4, label="test")
+        ax.set_xticks(list(pos), [r["regularizer"] for r in rs], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{kind} — {title}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save_fig(fig, Path(path))
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``results.json`` fields of each run, without the history."""
+    keys = ("variant", "corruption", "model", "train_accuracy", "test_accuracy", "epochs_to_fit", "steps_to_fit",
+            "seconds")
+    return [{k: r.get(k) for k in keys} for r in runs]
+
+
+def fit_ratio(runs: Sequence[dict[str, Any]], slow: str = "random-labels", fast: str = "true") -> float | None:
+    """``epochs_to_fit(slow) / epochs_to_fit(fast)`` when both fitted (the paper's slowdown factor)."""
+    by = {r["variant"]: r for r in runs}
+    a, b = by.get(slow), by.get(fast)
+    if not a or not b or not a["epochs_to_fit"] or not b["epochs_to_fit"]:
+        return None
+    return a["epochs_to_fit"] / b["epochs_to_fit"]
+
+
+__all__ = ["MODELS", "DEFAULT_VARIANTS", "REGULARIZERS", "RunSettings", "default_lr", "epoch_decay",
+           "train_variant", "run_randomization", "run_regularizers", "plot_figure1", "plot_regularizers",
+           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split"]
