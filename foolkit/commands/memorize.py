@@ -51,7 +51,7 @@ _MODELS = "mlp1x512, mlp3x512, small-inception, small-alexnet, lenet"
 @click.option("--variants", default="true,random-labels,shuffled-pixels,random-pixels,gaussian", show_default=True,
               help="Comma-separated: true, corrupt:P, random-labels, shuffled-pixels, random-pixels, gaussian.")
 @click.option("--corrupt", default=None, metavar="P1,P2,...", help="Also run label corruption at these levels.")
-@click.option("--epochs", type=int, default=100, show_default=True, help="Cap; each run stops once the training set is fitted.")
+@click.option("--epochs", type=int, default=400, show_default=True, help="Cap; each run stops once the training set is fitted (random labels on 10k Fashion-MNIST: ~270).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the paper's, 0.1 Inception / 0.01 others).")
 @click.option("--lr-decay", type=float, default=0.95, show_default=True, help="Multiply the learning rate by this every epoch.")
 @click.option("--batch-size", type=int, default=128, show_default=True)

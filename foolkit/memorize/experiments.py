@@ -68,7 +68,7 @@ class RunSettings:
     """Hyperparameters of one memorisation run (keyword-only everywhere they are passed)."""
 
     model: str = "mlp1x512"
-    epochs: int = 100
+    epochs: int = 400
     lr: float | None = None            #: None: the paper's value for the model
     lr_decay: float = 0.95
     momentum: float = 0.9

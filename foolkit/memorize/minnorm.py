@@ -129,6 +129,16 @@ def sgd_from_zero(x: torch.Tensor, y_onehot: torch.Tensor, spec: KernelSpec, *, 
     data at the end; ``span_residual`` ≈ 0 shows that w never left that span. Other kernels: the same
     steps in α coordinates. Each example's step is 1/(|B|·k(x_i, x_i)) — with ``batch_size=1`` this is
     randomized Kaczmarz, SGD's best-known step for consistent least squares."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny steps: extra threads only add synchronisation (100x on a busy CPU)
+    try:
+        return _sgd_loop(x, y_onehot, spec, epochs=epochs, batch_size=batch_size, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sgd_loop(x: torch.Tensor, y_onehot: torch.Tensor, spec: KernelSpec, *, epochs: int, batch_size: int,
+              seed: int) -> tuple[torch.Tensor, float | None]:
     x = x.reshape(len(x), -1).to(torch.float64)
     n = len(x)
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,73 @@
+"""`foolkit memorize ...`: output fields and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_expressivity_json_fields(cli):
+    r = cli("memorize", "expressivity", "--n", "400", "--d", "30", "--targets", "labels", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"n", "d", "parameters", "max_abs_error", "smallest_eigenvalue", "seconds"} <= out.keys()
+    assert out["parameters"] == 2 * 400 + 30 and out["max_abs_error"] < 1e-6 and out["labels_reproduced"] == 1.0
+
+
+def test_expressivity_on_real_digits_memorises_random_labels(cli):
+    r = cli("memorize", "expressivity", "--dataset", "mnist", "--n", "300", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["train_accuracy"] == 1.0 and out["labels"] == "random" and out["test_accuracy"] < 0.25
+    assert out["parameters"] == 2 * out["n"] + 784
+
+
+def test_minnorm_json_fields(cli):
+    r = cli("memorize", "minnorm", "--subset", "300", "--kernel", "gaussian", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert {"n", "kernel", "train_error", "test_error", "norm", "seconds"} <= out.keys()
+    assert out["n"] == 300 and out["train_error"] == 0.0 and out["test_error"] < 0.25 and out["norm"] > 0
+
+
+def test_randomize_json_and_files(cli, tmp_path):
+    out = tmp_path / "r"
+    r = cli("memorize", "randomize", "--subset", "100", "--test-subset", "100", "--variants", "true,random-pixels",
+            "--epochs", "2", "--batch-size", "50", "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [x["variant"] for x in res["runs"]] == ["true", "random-pixels"]
+    assert {"variant", "corruption", "model", "train_accuracy", "test_accuracy", "epochs_to_fit", "steps_to_fit",
+            "seconds"} == set(res["runs"][0])
+    assert (out / "results.json").is_file() and (out / "fig1a-loss.png").is_file()
+    assert (out / "labels-random-pixels.pt").is_file()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("randomize", "--variants", "true,noise"), "unknown data variant"),
+    (("randomize", "--corrupt", "1.5"), "corruption level"),
+    (("randomize", "--corrupt", "a,b"), "comma-separated"),
+    (("randomize", "--model", "vgg16"), "unknown model"),
+    (("randomize", "--epochs", "0"), "--epochs"),
+    (("randomize", "--resume"), "--resume needs --out"),
+    (("randomize", "--dataset", "nope"), "unknown dataset"),
+    (("regularizers", "--regularizers", "mixup"), "unknown regulariser"),
+    (("expressivity", "--n", "0"), "--n must be positive"),
+    (("expressivity", "--theta", "1.5"), "--theta"),
+    (("expressivity", "--n", "1000000", "--d", "784"), "memory"),
+    (("minnorm", "--kernel", "rbf"), "rbf"),
+    (("minnorm", "--sigma", "-1"), "--sigma"),
+])
+def test_error_paths_are_one_line(cli, one_line_error, args, fragment):
+    one_line_error(cli("memorize", *args), fragment)
+
+
+def test_existing_run_folder_is_not_overwritten(cli, one_line_error, tmp_path):
+    out = tmp_path / "r"
+    args = ("memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true", "--epochs", "1",
+            "--out", out)
+    assert cli(*args).exit_code == 0
+    before = (out / "results.json").read_text()
+    one_line_error(cli(*args), "already holds a run")
+    assert (out / "results.json").read_text() == before
