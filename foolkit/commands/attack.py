@@ -1,13 +1,261 @@
-"""`foolkit attack` (its capability has not landed yet)."""
+"""`foolkit attack`: adversarial examples for image files, or an attack evaluated on a dataset.
+
+Image mode writes, per input, ``STEM.adv.png`` (lossless, at the input's own resolution: the
+attack runs on the full-size pixels through the model's resize, so the saved file itself fools
+the model), ``STEM.noise.png``, ``STEM.panel.png`` and ``STEM.json``, and prints a table.
+Evaluation mode (``--dataset``) reports success rate, robust accuracy, median norms and time.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from pathlib import Path
+from typing import Any
+
 import click
+import torch
+from torch import nn
 
-from foolkit.commands.common import not_landed
+from foolkit.attacks import ATTACKS, make_attack
+from foolkit.commands.common import data_dir_option, device_option, emit_json, info, model_options, seed_option
+from foolkit.errors import FoolkitError
+
+BUDGET_METHODS = tuple(k for k, v in ATTACKS.items() if v.budget)
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def attack() -> None:
-    """Not available yet in this version."""
-    not_landed("attack")
+class _FullResolution(nn.Module):
+    """Full-resolution images → the model's logits, through the differentiable ``model_view``."""
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int]):
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from foolkit.images import model_view
+
+        return self.model(model_view(x, self.input_size))
+
+
+def full_resolution_classifier(model: Any, channels: int, height: int, width: int) -> Any:
+    """A :class:`Classifier` that takes ``(B, channels, height, width)`` images and classifies them
+    the way ``foolkit classify`` does (channel conversion, centre crop, resize)."""
+    from foolkit.models import Classifier
+
+    return Classifier(_FullResolution(model, model.input_size), mean=[0.0], std=[1.0], classes=model.classes,
+                      input_size=(channels, height, width), bounds=model.bounds, name=model.name)
+
+
+def _build(method: str, norm: str | None, eps: float | None, steps: int | None, seed: int) -> Any:
+    cls = ATTACKS[method]
+    kwargs: dict[str, Any] = {"seed": seed, "steps": steps, "norm": norm}
+    if cls.budget:
+        kwargs["eps"] = eps
+    if method in ("ddn", "cw", "lbfgs") and norm not in (None, "l2"):
+        raise FoolkitError(f"--method {method} minimises the L2 norm; drop --norm or use --norm l2")
+    if method in ("ddn", "cw", "lbfgs"):
+        kwargs.pop("norm")
+    return make_attack(method, **kwargs)
+
+
+def _fmt_conf(c: float) -> str:
+    return f"{100 * c:.1f}%"
+
+
+@click.command()
+@click.argument("images", nargs=-1, type=click.Path())
+@model_options
+@click.option("--method", type=click.Choice(list(ATTACKS)), default="auto", show_default=True,
+              help="Attack; 'auto' is foolkit's strongest minimum-norm attack for --norm.")
+@click.option("--norm", type=click.Choice(["l1", "l2", "linf"]), default=None,
+              help="Norm of the perturbation (default: l2 for minimum-norm attacks, linf for budget attacks).")
+@click.option("--eps", type=float, default=None,
+              help="Budget of fgsm/bim/pgd; for minimum-norm attacks the ε at which --dataset reports robust accuracy.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Iterations (default: the attack's own).")
+@click.option("--target", default=None, help="Class index or name to reach (targeted attack); default untargeted.")
+@click.option("--out", "-o", "out_dir", type=click.Path(), default="foolkit-out", show_default=True,
+              help="Folder for the output files.")
+@click.option("--dataset", "-d", default=None, help="Evaluation mode: attack a dataset's test split instead of IMAGES.")
+@click.option("--subset", type=click.IntRange(min=1), default=None, help="Evaluation mode: attack N test images (stratified).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Evaluation mode batch size.")
+@click.option("--json", "as_json", is_flag=True, help="JSON on stdout (one object per image, or the evaluation summary).")
+@data_dir_option
+@seed_option
+@device_option
+def attack(images: tuple[str, ...], model_name: str, weights: str | None, method: str, norm: str | None,
+           eps: float | None, steps: int | None, target: str | None, out_dir: str, dataset: str | None,
+           subset: int | None, batch_size: int, as_json: bool, data_dir: str | None, seed: int, device: str) -> None:
+    """Fool a classifier: adversarial versions of IMAGES (or a --dataset evaluation).
+
+    For every image, OUT/STEM.adv.png (same size as the input), STEM.noise.png, STEM.panel.png
+    and STEM.json are written and a table is printed. A failed attack is reported, not an error.
+    """
+    from foolkit.models import load_model
+    from foolkit.utils import resolve_device
+
+    if bool(images) == bool(dataset):
+        raise FoolkitError("give IMAGE files or --dataset D (one of the two)")
+    if eps is not None and not (math.isfinite(eps) and eps > 0):
+        raise FoolkitError(f"--eps must be a positive number, got {eps}")
+    if ATTACKS[method].budget and eps is None:
+        raise FoolkitError(f"--method {method} needs a budget: pass --eps (e.g. 0.1 for linf, 2 for l2)")
+    if norm is None:
+        norm = "linf" if ATTACKS[method].budget else "l2"
+    if subset is not None and not dataset:
+        raise FoolkitError("--subset only applies with --dataset")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FoolkitError(f"--out {out} exists and is not a folder")
+    dev = resolve_device(device)
+    atk = _build(method, norm, eps, steps, seed)
+    model = load_model(model_name, device=dev, weights=weights)
+    tgt = model.class_index(target) if target is not None else None
+    if dataset:
+        _evaluate(model, model_name, atk, method, norm, eps, tgt, dataset, subset, batch_size, out, as_json,
+                  data_dir, seed)
+    else:
+        _attack_images(model, model_name, atk, method, norm, tgt, images, out, as_json)
+
+
+def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str, tgt: int | None,
+                   images: tuple[str, ...], out: Path, as_json: bool) -> None:
+    from foolkit.images import load_image, noise_image, panel, save_image
+    from foolkit.runs import atomic_write_json
+
+    # read every image first: a broken one fails the command before anything is written
+    pixels = [load_image(p) for p in images]
+    stems = _unique_stems(images)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path, stem, x in zip(images, stems, pixels):
+        c, h, w = x.shape
+        clf = full_resolution_classifier(model, c, h, w)
+        t0 = time.perf_counter()
+        res = atk(clf, x.unsqueeze(0).to(model.device), target=tgt)
+        seconds = time.perf_counter() - t0
+        adv = res.adv[0].detach().cpu()
+        delta = adv - x
+        lab0, lab1 = int(res.labels_before[0]), int(res.labels_after[0])
+        conf0, conf1 = float(res.confidences_before[0]), float(res.confidences_after[0])
+        record = {
+            "image": str(path), "model": model_name, "method": method, "norm": norm,
+            "original": {"label": lab0, "name": model.classes[lab0], "confidence": conf0},
+            "adversarial": {"label": lab1, "name": model.classes[lab1], "confidence": conf1},
+            "target": None if tgt is None else {"label": tgt, "name": model.classes[tgt]},
+            "success": bool(res.success[0]), "l2": float(res.l2[0]), "linf": float(res.linf[0]),
+            "l1": float(res.l1[0]), "steps": getattr(atk, "steps", 1), "seconds": round(seconds, 3),
+            "size": [w, h], "forwards": res.forwards, "backwards": res.backwards, "params": res.params,
+            "files": {k: str(out / f"{stem}.{k}.png") for k in ("adv", "noise", "panel")},
+        }
+        peak = float(delta.abs().max())
+        captions = [f"original\n{model.classes[lab0][:24]} {_fmt_conf(conf0)}",
+                    f"noise (x{0.5 / peak:.0f})" if peak > 0 else "noise (none)",
+                    f"adversarial\n{model.classes[lab1][:24]} {_fmt_conf(conf1)}"]
+        save_image(adv, out / f"{stem}.adv.png")
+        save_image(noise_image(delta), out / f"{stem}.noise.png")
+        save_image(panel([x, noise_image(delta), adv], captions, title=f"{model_name} · {method} ({norm})"),
+                   out / f"{stem}.panel.png")
+        atomic_write_json(out / f"{stem}.json", record)
+        rows.append(record)
+        if as_json:
+            emit_json(record)
+    if not as_json:
+        _print_table(rows)
+    info(f"wrote {len(rows)} result(s) to {out}/")
+
+
+def _unique_stems(paths: tuple[str, ...]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem or "image"
+        k = seen.get(stem, 0)
+        seen[stem] = k + 1
+        out.append(stem if k == 0 else f"{stem}-{k}")
+    return out
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'image':<28} {'original':<22} {'adversarial':<22} {'ok':<3} {'L2':>8} {'Linf':>8} {'sec':>6}"
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r in rows:
+        o, a = r["original"], r["adversarial"]
+        click.echo(f"{Path(r['image']).name[:28]:<28} {(o['name'][:14] + ' ' + _fmt_conf(o['confidence'])):<22} "
+                   f"{(a['name'][:14] + ' ' + _fmt_conf(a['confidence'])):<22} {'yes' if r['success'] else 'NO':<3} "
+                   f"{r['l2']:8.4f} {r['linf']:8.4f} {r['seconds']:6.2f}")
+
+
+def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps: float | None, tgt: int | None,
+              dataset: str, subset: int | None, batch_size: int, out: Path, as_json: bool, data_dir: str | None,
+              seed: int) -> None:
+    from tqdm import tqdm
+
+    from foolkit.data import load_dataset
+    from foolkit.runs import atomic_write_json
+
+    ds = load_dataset(dataset, "test", data_dir=data_dir, subset=subset, seed=seed, quiet=as_json)
+    if tuple(ds.input_size) != tuple(model.input_size):
+        raise FoolkitError(f"dataset {dataset} has {tuple(ds.input_size)} images but model {model_name} takes "
+                           f"{tuple(model.input_size)}")
+    n = len(ds)
+    correct = torch.zeros(n, dtype=torch.bool)
+    success = torch.zeros(n, dtype=torch.bool)
+    norms = {k: torch.zeros(n) for k in ("l1", "l2", "linf")}
+    fwd = bwd = 0
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=f"attack {method}", unit="img", disable=None, leave=False) as bar:
+        for i in range(0, n, batch_size):
+            xb = ds.x[i:i + batch_size].to(model.device).float() / 255
+            yb = ds.y[i:i + batch_size].to(model.device)
+            res = atk(model, xb, yb, target=tgt)
+            sl = slice(i, i + len(xb))
+            correct[sl] = (res.labels_before == yb).cpu()
+            success[sl] = res.success.cpu()
+            for k in norms:
+                norms[k][sl] = getattr(res, k).float().cpu()
+            fwd, bwd = fwd + res.forwards, bwd + res.backwards
+            bar.update(len(xb))
+    seconds = time.perf_counter() - t0
+    attacked = correct if tgt is None else correct & (ds.y != tgt)
+    won = success & attacked
+    if ATTACKS[method].budget:
+        robust = correct & ~success
+    elif eps is not None:
+        robust = correct & (~success | (norms[norm] > eps))
+    else:
+        robust = None
+
+    def med(k: str) -> float | None:
+        v = norms[k][won]
+        return float(v.median()) if len(v) else None
+
+    summary = {
+        "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": n, "method": method, "norm": norm,
+        "eps": eps, "target": tgt, "steps": getattr(atk, "steps", 1), "params": atk.params(),
+        "clean_accuracy": float(correct.float().mean()), "attacked": int(attacked.sum()),
+        "success_rate": float(won.sum()) / max(1, int(attacked.sum())),
+        "robust_accuracy": None if robust is None else float(robust.float().mean()),
+        "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"),
+        "seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 2),
+        "forwards": fwd, "backwards": bwd, "device": str(model.device),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"eval-{Path(dataset).name}-{method}-{norm}.json"
+    atomic_write_json(path, summary)
+    if as_json:
+        emit_json(summary)
+    else:
+        def fmt(v: float | None, pct: bool = False) -> str:
+            return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.4f}")
+
+        click.echo(f"{model_name} on {dataset} ({n} test images) · {method} ({norm})"
+                   + (f" · eps {eps:g}" if eps is not None else "") + (f" · target {model.classes[tgt]}" if tgt is not None else ""))
+        for label, v in (("clean accuracy", fmt(summary["clean_accuracy"], True)),
+                         ("attack success", fmt(summary["success_rate"], True) + f" of {summary['attacked']}"),
+                         ("robust accuracy", fmt(summary["robust_accuracy"], True)),
+                         ("median L2", fmt(summary["median_l2"])), ("median Linf", fmt(summary["median_linf"])),
+                         ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
+            click.echo(f"  {label:<16} {v}")
+    info(f"wrote {path}")

@@ -1,0 +1,70 @@
+"""Carlini & Wagner (2017) L2: Adam in tanh space on ``‖δ‖₂² + c · max(margin + κ, 0)``, with a
+per-sample binary search over ``c``; the smallest successful perturbation is kept."""
+
+from __future__ import annotations
+
+import torch
+
+from foolkit.attacks.base import Attack, Problem, check_positive, norm_of, per_sample
+
+
+class CarliniWagner(Attack):
+    """``steps``: Adam iterations per value of c; ``binary_search_steps``: values of c tried;
+    ``initial_const``: first c; ``lr``: Adam learning rate; ``confidence``: κ, the logit margin the
+    adversarial class must win by."""
+
+    name = "cw"
+    norm = "l2"
+
+    def __init__(self, *, steps: int = 100, binary_search_steps: int = 6, initial_const: float = 0.1,
+                 lr: float = 0.05, confidence: float = 0.0, quantize: bool = True, seed: int = 0):
+        check_positive("steps", steps)
+        check_positive("binary_search_steps", binary_search_steps)
+        check_positive("initial_const", initial_const)
+        check_positive("lr", lr)
+        check_positive("confidence", confidence, allow_zero=True)
+        self.steps = int(steps)
+        self.binary_search_steps = int(binary_search_steps)
+        self.initial_const = float(initial_const)
+        self.lr = float(lr)
+        self.confidence = float(confidence)
+        self.quantize = quantize
+        self.seed = seed
+
+    def run(self, p: Problem) -> torch.Tensor:
+        x = p.x
+        n = len(x)
+        lo, hi = p.bounds
+        to_unit = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+        w0 = torch.atanh(to_unit)
+        c = torch.full((n,), self.initial_const, device=x.device)
+        c_lo = torch.zeros(n, device=x.device)
+        c_hi = torch.full((n,), torch.inf, device=x.device)
+        best = x.clone()
+        best_l2 = torch.full((n,), torch.inf, device=x.device)
+        last = x.clone()
+        for _ in range(self.binary_search_steps):
+            w = w0.clone().requires_grad_(True)
+            opt = torch.optim.Adam([w], lr=self.lr)
+            succeeded = torch.zeros(n, dtype=torch.bool, device=x.device)
+            for _ in range(self.steps):
+                xa = lo + (hi - lo) * (torch.tanh(w) + 1) / 2
+                logits = p.logits(xa)
+                margin = p.margin(logits)
+                l2sq = (xa - x).flatten(1).pow(2).sum(dim=1)
+                loss = (l2sq + c * (margin + self.confidence).clamp_min(0)).sum()
+                (grad,) = torch.autograd.grad(loss, w)
+                w.grad = grad
+                opt.step()
+                with torch.no_grad():
+                    ok = p.is_adversarial(logits) & (margin <= -self.confidence)
+                    l2 = l2sq.sqrt()
+                    better = ok & (l2 < best_l2)
+                    best = torch.where(per_sample(better, x), xa.detach(), best)
+                    best_l2 = torch.where(better, l2, best_l2)
+                    succeeded |= ok
+            last = (lo + (hi - lo) * (torch.tanh(w) + 1) / 2).detach()
+            c_hi = torch.where(succeeded, torch.minimum(c_hi, c), c_hi)
+            c_lo = torch.where(succeeded, c_lo, torch.maximum(c_lo, c))
+            c = torch.where(torch.isfinite(c_hi), (c_lo + c_hi) / 2, c * 10)
+        return torch.where(per_sample(torch.isfinite(best_l2), x), best, last)
