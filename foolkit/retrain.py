@@ -6,8 +6,8 @@ and still found new ones. :func:`run_rounds` runs both loops:
 
 ``kind="fooling"``
     Round 0 is the model as given, measured (clean accuracy, a fresh evolution against it).
-    In round ``r >= 1``: the fooling images evolved against model ``r-1`` (the measuring
-    evolution plus ``pool_runs`` more) join those of earlier rounds as the class
+    In round ``r >= 1``: the fooling images evolved against model ``r-1`` (the elites of its
+    measuring evolution plus those of ``pool_runs`` more runs) join those of earlier rounds as the class
     ``fooling``, balanced to the size of an average real class; the model gains one output
     (round 1 only), is fine-tuned (or trained from scratch), and is measured again: clean
     accuracy on the real classes, recall of ``fooling`` on held-out images evolved against
@@ -198,12 +198,14 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
     rounds: list[Round] = []
     pool = torch.empty(0, *train.input_size, device=dev)
     pool_y = torch.empty(0, dtype=torch.long, device=dev)
+    measured = pool  # the last measuring evolution's elites: the next round trains on them
     model = base
     start = 0
     if resume and run.checkpoint_path.exists():
         meta, tensors = load_checkpoint(run.checkpoint_path, map_location=dev)
         rounds = [Round(**r) for r in meta["rounds"]]
         pool, pool_y = tensors["pool"].to(dev), tensors["pool_y"].to(dev)
+        measured = tensors["measured"].to(dev)
         start = len(rounds)
         model = load_model(run.file(f"round-{start - 1}") / "model.pt", device=dev)
         run.truncate_log("round", start - 1)
@@ -218,7 +220,7 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             t0 = time.time()
             if r > 0:
                 stage(f"round {r}: harvesting")
-                new_x, new_y, holdout = _harvest(model, config, train, r, dev, progress)
+                new_x, new_y, holdout = _harvest(model, config, train, measured, r, dev, progress)
                 pool, pool_y = torch.cat([pool, new_x]), torch.cat([pool_y, new_y])
                 stage(f"round {r}: retraining")
                 model = _retrain(model, base, arch, config, train, pool, pool_y, r, dev, progress)
@@ -226,12 +228,14 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
                 holdout = None
             stage(f"round {r}: measuring")
             rec, gallery = _measure(model, config, test, holdout, r, dev, progress)
+            if config.kind == "fooling":
+                measured = gallery[0].to(dev)
             rec.seconds = round(time.time() - t0, 2)
             rec.pool_size = int(len(pool)) if r > 0 else 0
             rounds.append(rec)
             _save_round(run, r, model, arch, base, config, gallery, rec)
             save_checkpoint(run.checkpoint_path, meta={"rounds": [dataclasses.asdict(x) for x in rounds]},
-                            tensors={"pool": pool.cpu(), "pool_y": pool_y.cpu()})
+                            tensors={"pool": pool.cpu(), "pool_y": pool_y.cpu(), "measured": measured.cpu()})
             run.log(dataclasses.asdict(rec))
             _write_report(run, config, rounds)
             bar.update(1)
@@ -267,9 +271,10 @@ def _round_seed(config: RetrainConfig, r: int, k: int) -> int:
     return config.seed * 1_000_003 + r * 1009 + k
 
 
-def _harvest(model: Classifier, config: RetrainConfig, train: Dataset, r: int, dev: torch.device,
-             progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """New training images for round ``r`` (made against model ``r-1``) and held-out ones."""
+def _harvest(model: Classifier, config: RetrainConfig, train: Dataset, measured: torch.Tensor, r: int,
+             dev: torch.device, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """New training images for round ``r``, made against model ``r-1`` (the elites of its
+    measuring evolution plus ``pool_runs`` more runs), and held-out ones."""
     if config.kind == "adversarial":
         from foolkit.attacks import make_attack
 
@@ -280,9 +285,9 @@ def _harvest(model: Classifier, config: RetrainConfig, train: Dataset, r: int, d
         return torch.cat(advs).detach(), y, None
     classes = _real_classes(model)
     runs = [_evolve(model, config, _round_seed(config, r, k), classes, dev, progress)
-            for k in range(1 + config.pool_runs + config.holdout_runs)]
-    train_imgs = torch.cat([res.images for res in runs[:1 + config.pool_runs]]).to(dev)
-    holdout = torch.cat([res.images for res in runs[1 + config.pool_runs:]]).to(dev)
+            for k in range(1, 1 + config.pool_runs + config.holdout_runs)]
+    train_imgs = torch.cat([measured, *(res.images.to(dev) for res in runs[:config.pool_runs])])
+    holdout = torch.cat([res.images for res in runs[config.pool_runs:]]).to(dev)
     fooling_label = len(classes)  # the index `fooling` has (or will have) in the retrained model
     return train_imgs, torch.full((len(train_imgs),), fooling_label, dtype=torch.long, device=dev), holdout
 

@@ -120,7 +120,7 @@ def test_fit_resume_equals_uninterrupted_run(mnist_test):
     from foolkit.models import new_model
     from foolkit.models.training import TrainConfig, fit
 
-    sub = mnist_test.subset(200, seed=0)
+    sub = mnist_test.subset(120, seed=0)
     x, y = sub.images(), sub.y
 
     def fresh():
