@@ -1,13 +1,123 @@
-"""`foolkit evolve` (its capability has not landed yet)."""
+"""`foolkit evolve`: unrecognisable images the model labels with ≥ 99.99% confidence
+(MAP-Elites over the classes with a direct or CPPN encoding, or gradient ascent)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 import click
 
-from foolkit.commands.common import not_landed
+from foolkit.commands.common import device_option, emit_json, info, model_options
+from foolkit.errors import FoolkitError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def evolve() -> None:
-    """Not available yet in this version."""
-    not_landed("evolve")
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"8h"``, ``"1d"`` → seconds."""
+    m = _DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise FoolkitError(f"bad --time-limit {text!r}: use a positive number of seconds or e.g. 90s, 15m, 8h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def parse_confidence(text: str) -> float:
+    """``"0.9999"`` or ``"99.99%"`` → 0.9999."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise FoolkitError(f"bad --until {text!r}: use a confidence such as 0.9999 or 99.99%") from None
+    if not 0.0 < value <= 1.0:
+        raise FoolkitError(f"bad --until {text!r}: a confidence must be in (0, 1] (or (0%, 100%])")
+    return value
+
+
+def parse_classes(text: str) -> list[int | str] | None:
+    """``"all"`` → None; ``"3,5"`` / ``"cat,dog"`` → the list (checked against the model later)."""
+    if text.strip().lower() == "all":
+        return None
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise FoolkitError(f"bad --classes {text!r}: use all or a comma-separated list of indices or names")
+    return [int(s) if s.lstrip("-").isdigit() else s for s in items]
+
+
+@click.command()
+@model_options
+@click.option("--encoding", type=click.Choice(["direct", "cppn"]), default=None, help="Genome encoding [default: direct].")
+@click.option("--method", type=click.Choice(["evolve", "gradient"]), default=None,
+              help="evolve (MAP-Elites) or gradient (ascent from noise) [default: evolve].")
+@click.option("--generations", "-g", type=int, default=None, help="Generations (gradient steps) [default: 100].")
+@click.option("--population", "-p", type=int, default=None, help="Offspring per generation [default: 200].")
+@click.option("--classes", "classes_text", default=None, metavar="all|LIST",
+              help="Classes to fool: all, or indices/names like 3,5 [default: all].")
+@click.option("--size", type=int, nargs=2, default=None, metavar="H W", help="Image size [default: the model's input].")
+@click.option("--gray", is_flag=True, default=None, help="Evolve gray images for a colour model.")
+@click.option("--crops", type=click.Choice(["1", "10"]), default=None,
+              help="Average the softmax over the paper's 10 crops [default: 1].")
+@click.option("--selection", type=click.Choice(["uniform", "lagging"]), default=None,
+              help="Parents: uniform over occupied cells (the paper), or half from the least confident cells.")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass (bounds memory) [default: 256].")
+@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: runs/evolve-<model>-<encoding>].")
+@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations [default: 10].")
+@click.option("--time-limit", default=None, metavar="T", help="Stop after T (seconds, or 90s, 15m, 8h).")
+@click.option("--until", "until_text", default=None, metavar="CONF",
+              help="Stop once every evolved class reaches CONF (0.9999 or 99.99%).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the archive summary as JSON on stdout.")
+@device_option
+def evolve(model_name: str, weights: str | None, encoding: str | None, method: str | None, generations: int | None,
+           population: int | None, classes_text: str | None, size: tuple[int, int] | None, gray: bool | None,
+           crops: str | None, selection: str | None, batch_size: int | None, seed: int | None, out: str | None,
+           checkpoint_every: int | None, time_limit: str | None, until_text: str | None, resume: bool,
+           as_json: bool, device: str) -> None:
+    """Evolve (or optimise) images the model classifies with ≥ 99.99% confidence.
+
+    Writes DIR/archive.json, DIR/elites/<index>_<name>.png, DIR/gallery.png, DIR/progress.png,
+    DIR/log.jsonl (one line per generation), DIR/config.json and DIR/checkpoint.pt.
+    Ctrl-C saves a checkpoint; --resume continues.
+    """
+    from foolkit.evolve import EvolveConfig, run_evolution
+    from foolkit.models import load_model
+    from foolkit.runs import read_json
+
+    given: dict[str, Any] = {
+        "encoding": encoding, "method": method, "generations": generations, "population": population,
+        "classes": parse_classes(classes_text) if classes_text is not None else None,
+        "size": tuple(size) if size else None, "channels": 1 if gray else None,
+        "crops": int(crops) if crops is not None else None, "selection": selection, "batch_size": batch_size,
+        "seed": seed, "checkpoint_every": checkpoint_every,
+        "time_limit": parse_duration(time_limit) if time_limit is not None else None,
+        "until": parse_confidence(until_text) if until_text is not None else None,
+    }
+    if classes_text is not None and given["classes"] is None:
+        given.pop("classes")  # "all" → default (None) without counting as unset
+    base = EvolveConfig()
+    if resume:
+        if out is None:
+            raise FoolkitError("--resume needs --out DIR (the run folder to continue)")
+        saved = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else None
+        if saved is None:
+            raise FoolkitError(f"nothing to resume in {out}: no config.json")
+        base = EvolveConfig.from_dict(saved.get("config", {}))
+    values = {**base.to_dict(), **{k: v for k, v in given.items() if v is not None}}
+    if classes_text is not None and classes_text.strip().lower() == "all":
+        values["classes"] = None
+    config = EvolveConfig.from_dict(values)
+    config.validate()
+    model = load_model(model_name, device=device, weights=weights)
+    if out is None:
+        out = f"runs/evolve-{Path(model_name).stem}-{config.encoding if config.method == 'evolve' else 'gradient'}"
+    result = run_evolution(model, config, out=out, resume=resume, progress=True)
+    conf = result.confidences
+    fooled = int((conf >= 0.9999).sum())
+    info(f"{out}: {fooled}/{len(result.classes)} classes at >= 99.99% after {result.generations_done} generations "
+         f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "
+         f"median confidence {float(conf.float().quantile(0.5)):.4f}")
+    if as_json:
+        emit_json(read_json(Path(out) / "archive.json"))

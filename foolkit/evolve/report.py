@@ -1,0 +1,99 @@
+"""What a finished (or stopped) run leaves in its folder: elites as PNGs, archive.json, the
+gallery (the paper's figure 1) and the progress plot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from foolkit.images import grid, load_image, save_image
+from foolkit.runs import atomic_path, atomic_write_json
+
+GALLERY_MAX = 100
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a class name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "class"
+
+
+def elite_path(out: Path, index: int, name: str) -> Path:
+    return out / "elites" / f"{index}_{slug(name)}.png"
+
+
+def save_elites(out: Path, images: torch.Tensor, classes: Sequence[int], names: Sequence[str]) -> list[Path]:
+    """Write ``DIR/elites/<index>_<name>.png`` (lossless, atomic) for each image ``(K, C, H, W)``."""
+    return [save_image(img, elite_path(out, k, n)) for img, k, n in zip(images, classes, names)]
+
+
+def read_elites(paths: Sequence[Path], channels: int) -> torch.Tensor:
+    """Read saved elites back: ``(K, C, H, W)`` in [0, 1]."""
+    return torch.stack([load_image(p, channels) for p in paths])
+
+
+def format_confidence(c: float) -> str:
+    if c >= 0.9999:
+        return f"{c * 100:.3f}%"
+    return f"{c * 100:.2f}%"
+
+
+def save_gallery(path: Path, images: torch.Tensor, names: Sequence[str], confidences: Sequence[float], *,
+                 title: str) -> None:
+    """A captioned grid of the elites (at most :data:`GALLERY_MAX`, the most confident first when
+    there are more)."""
+    order = list(range(len(names)))
+    if len(order) > GALLERY_MAX:
+        order = sorted(order, key=lambda i: -confidences[i])[:GALLERY_MAX]
+        title += f" (top {GALLERY_MAX} of {len(names)})"
+    columns = 5 if len(order) <= 10 else 10
+    tile = 112 if images.shape[-1] <= 64 else 160
+    caps = [f"{names[i][:18]}\n{format_confidence(confidences[i])}" for i in order]
+    img = grid([images[i] for i in order], caps, columns=columns, tile=tile, title=title)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) -> None:
+    """Min / median / max elite confidence and classes at ≥ 99% / 99.99% over generations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gens = [r["generation"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, style in (("max", "-"), ("median", "-"), ("min", "-")):
+        ax1.plot(gens, [r[key] for r in history], style, label=key)
+    ax1.set_xlabel("generation")
+    ax1.set_ylabel("elite confidence")
+    ax1.set_ylim(-0.02, 1.02)
+    ax1.legend(loc="lower right")
+    ax1.grid(alpha=0.3)
+    ax2.plot(gens, [r["at_99"] for r in history], label="≥ 99%")
+    ax2.plot(gens, [r["at_9999"] for r in history], label="≥ 99.99%")
+    ax2.set_xlabel("generation")
+    ax2.set_ylabel("classes")
+    ax2.legend(loc="lower right")
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_archive_json(path: Path, *, model: str, method: str, encoding: str, generations_done: int,
+                       evaluations: int, seconds: float, classes: Sequence[int], names: Sequence[str],
+                       confidences: Sequence[float], found: Sequence[int], images: Sequence[Path],
+                       root: Path) -> None:
+    atomic_write_json(path, {
+        "model": model, "method": method, "encoding": encoding, "generations_done": generations_done,
+        "evaluations": evaluations, "seconds": round(seconds, 3),
+        "classes": [{"index": k, "name": n, "confidence": c, "generation": g,
+                     "image": str(p.relative_to(root))}
+                    for k, n, c, g, p in zip(classes, names, confidences, found, images)],
+    })

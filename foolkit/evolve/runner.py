@@ -1,0 +1,223 @@
+"""``run_evolution``: the whole run — search, run folder, logs, checkpoints, resume, Ctrl-C,
+stopping rules and outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from deap import tools
+from tqdm import tqdm
+
+from foolkit.errors import FoolkitError
+from foolkit.evolve.config import EvolveConfig, EvolveResult
+from foolkit.evolve.gradient import GradientAscent
+from foolkit.evolve.loop import MapElites
+from foolkit.evolve.report import (read_elites, save_elites, save_gallery, save_progress,
+                                   write_archive_json)
+from foolkit.models.classifier import Classifier
+from foolkit.runs import RunDir, load_checkpoint, save_checkpoint
+from foolkit.utils import rng_state, set_rng_state
+
+#: settings a resumed run may change; everything else must match the saved run
+RESUMABLE_OVERRIDES = ("generations", "until", "time_limit", "checkpoint_every", "batch_size")
+
+
+class Interrupted(FoolkitError):
+    """Ctrl-C: the run stopped after a checkpoint (exit code 130)."""
+
+    exit_code = 130
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop after the current generation (so the
+    checkpoint is consistent); a second Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def make_search(model: Classifier, config: EvolveConfig, classes: list[int]) -> MapElites | GradientAscent:
+    return GradientAscent(model, config, classes) if config.method == "gradient" else MapElites(model, config, classes)
+
+
+def _record(search: MapElites | GradientAscent, update_count: int, seconds: float) -> dict[str, Any]:
+    conf = search.archive.confidence
+    values = conf.tolist()  # once per generation
+    srt = sorted(values)
+    rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
+           "median": float(np.median(srt)), "max": srt[-1], "at_99": sum(v >= 0.99 for v in values),
+           "at_9999": sum(v >= 0.9999 for v in values), "improved": update_count, "seconds": round(seconds, 3)}
+    rec.update(search.describe())
+    return rec
+
+
+def _save(run: RunDir, search: MapElites | GradientAscent, config: EvolveConfig, model_name: str,
+          logbook: tools.Logbook, seconds: float) -> None:
+    state = rng_state()
+    meta = {"generation": search.generation, "evaluations": search.evaluations, "seconds": seconds,
+            "model": model_name, "config": config.to_dict(), "logbook": list(logbook),
+            "rng": {"python": state["python"], "numpy": state["numpy"]}}
+    tensors = {"search": search.state_dict(), "rng_torch": state["torch"]}
+    if "cuda" in state:
+        tensors["rng_cuda"] = state["cuda"]
+    save_checkpoint(run.checkpoint_path, meta=meta, tensors=tensors)
+
+
+def _resume_config(run: RunDir, config: EvolveConfig, model_name: str) -> EvolveConfig:
+    """The saved run's config with the :data:`RESUMABLE_OVERRIDES` taken from ``config``; any
+    other difference is an error (a resumed run must be the run it continues)."""
+    saved = run.create({}, resume=True)
+    if "config" not in saved:
+        raise FoolkitError(f"{run.config_path} is not an evolve run's config")
+    if saved.get("model") != model_name:
+        raise FoolkitError(f"{run.path} was evolved against {saved.get('model')!r}, not {model_name!r}")
+    old = EvolveConfig.from_dict(saved["config"])
+    new = config.to_dict()
+    changed = [k for k, v in old.to_dict().items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
+    if changed:
+        raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {run.path} "
+                           f"(only {', '.join(RESUMABLE_OVERRIDES)} may change)")
+    return replace(old, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
+
+
+def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | None = None, resume: bool = False,
+                  progress: bool = True,
+                  on_generation: Callable[[dict[str, Any]], None] | None = None) -> EvolveResult:
+    """Make fooling images for ``model`` as ``config`` says; see :mod:`foolkit.evolve`.
+
+    With ``out``, the run folder gets config.json, log.jsonl (one line per generation),
+    checkpoint.pt (every ``checkpoint_every`` generations, at the end and on Ctrl-C),
+    archive.json, elites/*.png, gallery.png and progress.png. ``resume=True`` continues the
+    run in ``out`` from its checkpoint (its saved config wins, except for
+    :data:`RESUMABLE_OVERRIDES`). ``on_generation`` is called with each log record.
+    Ctrl-C stops after the current generation, checkpoints, and raises :class:`Interrupted`.
+    """
+    config.validate()
+    if resume and out is None:
+        raise FoolkitError("resuming needs the run folder (--out)")
+    run = RunDir(out) if out is not None else None
+    if run is not None and resume:
+        config = _resume_config(run, config, model.name)
+        config.validate()
+    classes = config.class_indices(model)
+    config.image_size(model)  # validates the size against crops
+    names = [model.classes[k] for k in classes]
+    model.eval()
+
+    random.seed(config.seed)  # DEAP's RNG: seeded here, saved in checkpoints
+    search = make_search(model, config, classes)
+    logbook = tools.Logbook()
+    seconds_before = 0.0
+    if run is not None:
+        if resume and run.checkpoint_path.exists():
+            meta, tensors = load_checkpoint(run.checkpoint_path, map_location=model.device)
+            search.load_state_dict(tensors["search"])
+            set_rng_state({"python": meta["rng"]["python"], "numpy": meta["rng"]["numpy"],
+                           "torch": tensors["rng_torch"], **({"cuda": tensors["rng_cuda"]} if "rng_cuda" in tensors else {})})
+            logbook.extend(meta["logbook"])
+            seconds_before = float(meta["seconds"])
+        elif not resume:
+            run.create({"model": model.name, "config": config.to_dict()}, resume=False)
+        run.truncate_log("generation", search.generation)
+
+    t0 = time.perf_counter()
+    stopped = "generations"
+    bar = tqdm(total=config.generations, initial=min(search.generation, config.generations), unit="gen",
+               desc=f"{config.method} {config.encoding if config.method == 'evolve' else ''}".strip(),
+               disable=None if progress else True, dynamic_ncols=True)
+    stop = _StopFlag()
+    try:
+        with stop.installed():
+            while True:
+                elapsed = time.perf_counter() - t0
+                if search.generation >= config.generations:
+                    stopped = "generations"
+                    break
+                if config.until is not None and search.generation > 0 and \
+                        bool((search.archive.confidence >= config.until).all()):
+                    stopped = "until"
+                    break
+                if config.time_limit is not None and elapsed >= config.time_limit:
+                    stopped = "time-limit"
+                    break
+                update = search.step()
+                rec = _record(search, update.count, seconds_before + time.perf_counter() - t0)
+                logbook.record(**rec)
+                if run is not None:
+                    run.log(rec)
+                    if search.generation % config.checkpoint_every == 0:
+                        _save(run, search, config, model.name, logbook, rec["seconds"])
+                bar.update(1)
+                bar.set_postfix(best=f"{rec['max']:.4f}", median=f"{rec['median']:.4f}", refresh=False)
+                if on_generation is not None:
+                    on_generation(rec)
+                if stop.requested:
+                    if run is not None:
+                        _save(run, search, config, model.name, logbook, rec["seconds"])
+                    where = f"; checkpoint saved in {run.path}, continue with --resume" if run is not None else ""
+                    raise Interrupted(f"interrupted after generation {search.generation}{where}")
+    finally:
+        bar.close()
+
+    seconds = seconds_before + time.perf_counter() - t0
+    images = search.elite_images().cpu()
+    confidences = search.archive.confidence.cpu()
+    found = search.archive.found.tolist()
+    if run is not None:
+        _save(run, search, config, model.name, logbook, seconds)
+        confidences = _write_outputs(run, model, config, search, images, classes, names, found, seconds, logbook)
+    return EvolveResult(images=images, classes=classes, names=names, confidences=confidences, found=found,
+                        generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
+                        history=list(logbook), stopped=stopped)
+
+
+@torch.no_grad()
+def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search: MapElites | GradientAscent,
+                   images: torch.Tensor, classes: list[int], names: list[str], found: list[int], seconds: float,
+                   logbook: tools.Logbook) -> torch.Tensor:
+    """Write elites, archive.json, gallery and progress plot; the confidences in archive.json
+    are re-measured on the PNGs read back from disk. Returns them ``(K,)``."""
+    occupied = search.archive.occupied.cpu()
+    paths = save_elites(run.path, images, classes, names)
+    back = read_elites(paths, images.shape[1])
+    bs = config.batch_size
+    logp = torch.cat([search.scorer(back[i:i + bs].to(model.device)).cpu() for i in range(0, len(back), bs)])
+    conf = torch.where(occupied, logp[torch.arange(len(classes)), torch.arange(len(classes))].exp(),
+                       torch.zeros(len(classes)))
+    label = config.encoding if config.method == "evolve" else "gradient ascent"
+    write_archive_json(run.file("archive.json"), model=model.name, method=config.method, encoding=config.encoding,
+                       generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
+                       classes=classes, names=names, confidences=conf.tolist(), found=found, images=paths,
+                       root=run.path)
+    title = f"{model.name}, {label}, {search.generation} generations"
+    save_gallery(run.file("gallery.png"), images, names, conf.tolist(), title=title)
+    if len(logbook):
+        save_progress(run.file("progress.png"), list(logbook), title=title)
+    return conf
