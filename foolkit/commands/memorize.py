@@ -106,7 +106,7 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
 @click.option("--regularizers", default="none,dropout,weight-decay,batchnorm,crop,early-stopping,all", show_default=True,
               help="Comma-separated settings, each switched on alone (all: every one together).")
 @click.option("--labels", default="true,random-labels", show_default=True, help="Label variants to run each setting on.")
-@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=400, show_default=True)
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder for the table and the figure.")
 @click.option("--resume", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the table rows as one JSON object.")

@@ -171,7 +171,7 @@ def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> l
 
 def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
                       model: str = "mlp1x512", variants: Sequence[str] = DEFAULT_VARIANTS,
-                      corrupt: Sequence[float] = (), epochs: int = 100, settings: RunSettings | None = None,
+                      corrupt: Sequence[float] = (), epochs: int = 400, settings: RunSettings | None = None,
                       seed: int = 0, out: str | Path | None = None, resume: bool = False,
                       device: str | torch.device = "cpu", data_dir: str | None = None, progress: bool = False,
                       on_run: Callable[[dict[str, Any]], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -322,7 +322,7 @@ def regularizer_settings(name: str, base: RunSettings) -> RunSettings | None:
 
 def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
                      model: str = "mlp1x512", regularizers: Sequence[str] = REGULARIZERS,
-                     labels: Sequence[str] = ("true", "random-labels"), epochs: int = 100, seed: int = 0,
+                     labels: Sequence[str] = ("true", "random-labels"), epochs: int = 400, seed: int = 0,
                      out: str | Path | None = None, resume: bool = False, device: str | torch.device = "cpu",
                      data_dir: str | None = None, progress: bool = False,
                      on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
