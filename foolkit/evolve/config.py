@@ -47,7 +47,7 @@ class EvolveConfig:
     # proportion to each cell's -log confidence)
     selection: str = "lagging"
     # gradient method
-    lr: float = 0.1
+    lr: float = 0.5
     # evaluation
     crops: int = 1
     batch_size: int = 256  # images per forward pass (bounds memory)

@@ -1,0 +1,94 @@
+"""Encodings: shapes, ranges, determinism by seed, mutations that change genomes, CPPN rendering."""
+
+from __future__ import annotations
+
+import colorsys
+
+import torch
+import torch.nn.functional as F
+
+from foolkit.evolve import cppn
+from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_direct_sample_decode_mutate_mate() -> None:
+    enc = DirectEncoding(channels=3, size=(20, 24))
+    g = enc.sample(6, gen(0))
+    x = enc.decode(g)
+    assert x.shape == (6, 3, 20, 24) and x.min() >= 0 and x.max() <= 1
+    assert torch.equal(x, enc.decode(enc.sample(6, gen(0))))
+    assert not torch.equal(x, enc.decode(enc.sample(6, gen(1))))
+    m = enc.mutate(g, gen(2), generation=1)
+    assert m["pixels"].shape == x.shape and not torch.equal(m["pixels"], x)
+    assert torch.equal(m["pixels"], enc.mutate(g, gen(2), generation=1)["pixels"])
+    a, b = enc.mate({"pixels": x[:3]}, {"pixels": x[3:]}, gen(3))
+    assert a["pixels"].shape == (3, 3, 20, 24)
+
+
+def test_direct_rate_halving() -> None:
+    enc = DirectEncoding(channels=1, size=(28, 28), halve_every=10, smooth_prob=0.0)
+    g = {"pixels": torch.full((40, 1, 28, 28), 0.5)}
+    early = (enc.mutate(g, gen(0), generation=1)["pixels"] != 0.5).float().mean().item()
+    late = (enc.mutate(g, gen(0), generation=21)["pixels"] != 0.5).float().mean().item()
+    assert abs(early - 0.1) < 0.02 and abs(late - 0.025) < 0.01
+
+
+def test_cppn_render_shapes_ranges_resolutions() -> None:
+    for channels in (1, 3):
+        enc = CPPNEncoding(channels=channels, size=(28, 28))
+        g = enc.sample(5, gen(0))
+        for i in range(10):
+            g = enc.mutate(g, gen(i), generation=i + 1)
+        small, big = enc.decode(g), enc.decode(g, size=(112, 112))
+        assert small.shape == (5, channels, 28, 28) and big.shape == (5, channels, 112, 112)
+        assert 0 <= small.min() and small.max() <= 1 and 0 <= big.min() and big.max() <= 1
+        assert torch.equal(small, enc.decode(g))  # deterministic
+        # the same picture at any resolution: downsampling the big render gives the small one
+        down = F.interpolate(big, size=(28, 28), mode="area")
+        assert (down - small).abs().mean() < 0.1
+
+
+def test_cppn_inputs_normalised() -> None:
+    c = cppn.coordinates(9, 9, "cpu")
+    assert c.shape == (4, 81)
+    assert torch.allclose(c.min(1).values, torch.tensor([-1.0, -1.0, -1.0, 1.0]))
+    assert torch.allclose(c.max(1).values, torch.tensor([1.0, 1.0, 1.0, 1.0]))
+
+
+def test_hls_matches_colorsys() -> None:
+    hls = torch.rand(3, 500, generator=gen(0))
+    hls[2, :20] = 0  # zero saturation branch
+    rgb = cppn.hls_to_rgb(hls[0].view(1, 500), hls[1].view(1, 500), hls[2].view(1, 500)).view(3, 500)
+    expect = torch.tensor([colorsys.hls_to_rgb(*hls[:, i].tolist()) for i in range(500)]).T
+    assert torch.allclose(rgb, expect, atol=1e-5)
+
+
+def test_cppn_mutations_keep_invariants_and_change_structure() -> None:
+    spec = cppn.CPPNSpec(outputs=3, hidden=8)
+    g = cppn.sample(spec, 64, gen(0), "cpu")
+    first = {k: v.clone() for k, v in g.items()}
+    allowed = spec.allowed("cpu")
+    inputs, hidden, outputs = spec.kinds("cpu")
+    for i in range(40):
+        g = cppn.mutate(g, spec, gen(i))
+        on, alive = g["on"], g["alive"]
+        assert not (on & ~allowed).any()  # feed-forward, nothing out of outputs, nothing into inputs
+        assert not (on & ~(alive[:, :, None] & alive[:, None, :])).any()  # dead nodes are unplugged
+        assert alive[:, inputs | outputs].all()
+        assert g["w"].abs().max() <= spec.weight_range
+    assert (g["alive"][:, hidden].sum(1) > 0).any()  # nodes were added
+    assert not torch.equal(g["on"], first["on"]) and not torch.equal(g["act"], first["act"])
+    assert (g["alive"] != first["alive"]).any()
+
+
+def test_activation_per_genome() -> None:
+    z = torch.linspace(-3, 3, 7).repeat(len(cppn.ACTIVATIONS), 1)
+    act = torch.arange(len(cppn.ACTIVATIONS))
+    out = cppn.activate(z, act)
+    for i, f in enumerate(cppn.ACTIVATIONS.values()):
+        assert torch.allclose(out[i], f(z[i]))
+    assert out.min() >= -1 and out.max() <= 1

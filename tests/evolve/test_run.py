@@ -1,0 +1,148 @@
+"""Whole runs against the bundled MNIST LeNet: every class fooled, saved elites still fooling,
+resume after a kill or Ctrl-C equal to an uninterrupted run, class subsets, gradient ascent,
+the ImageNet-scale code path (random-weight ResNet-18, 1000 classes, CPPN colour, 10 crops)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from foolkit.evolve import EvolveConfig, Interrupted, MapElites, Scorer, run_evolution, ten_crops
+from foolkit.images import load_image
+from foolkit.models import Classifier, new_model
+from foolkit.runs import RunDir
+
+
+def test_cppn_run_fools_every_class_and_saved_elites_still_fool(lenet, tmp_path: Path) -> None:
+    cfg = EvolveConfig(encoding="cppn", generations=40, population=100, seed=0, until=0.9999)
+    res = run_evolution(lenet, cfg, out=tmp_path / "run", progress=False)
+    assert res.stopped == "until" and res.generations_done < 40
+    assert (res.confidences >= 0.9999).all(), res.confidences
+    archive = json.loads((tmp_path / "run" / "archive.json").read_text())
+    assert archive["generations_done"] == res.generations_done and len(archive["classes"]) == 10
+    assert archive["evaluations"] == 100 * res.generations_done
+    images = torch.stack([load_image(tmp_path / "run" / c["image"], 1) for c in archive["classes"]])
+    labels, conf = lenet.predict(images)
+    assert labels.tolist() == list(range(10)) and (conf >= 0.9999).all()
+    assert all(c["generation"] >= 1 for c in archive["classes"])
+    for name in ("gallery.png", "progress.png", "config.json", "checkpoint.pt"):
+        assert (tmp_path / "run" / name).is_file()
+    log = RunDir(tmp_path / "run").read_log()
+    assert [r["generation"] for r in log] == list(range(1, res.generations_done + 1))
+    assert {"evaluations", "min", "median", "max", "at_99", "seconds"} <= set(log[0])
+
+
+def test_direct_run_improves_and_is_deterministic(lenet) -> None:
+    cfg = EvolveConfig(generations=8, population=60, seed=3)
+    a = run_evolution(lenet, cfg, progress=False)
+    b = run_evolution(lenet, cfg, progress=False)
+    assert torch.equal(a.images, b.images) and torch.equal(a.confidences, b.confidences)
+    first, last = a.history[0], a.history[-1]
+    assert last["median"] > first["median"] and last["max"] > 0.99
+    assert a.images.shape == (10, 1, 28, 28) and a.evaluations == 8 * 60
+    # images are 8-bit exact and score what the archive says
+    assert torch.equal(a.images, torch.round(a.images * 255) / 255)
+    logp = Scorer(lenet, list(range(10)))(a.images)
+    assert torch.allclose(logp.diagonal().exp(), a.confidences, atol=1e-5)
+
+
+def _final(out: Path) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    from foolkit.runs import load_checkpoint
+
+    _, tensors = load_checkpoint(out / "checkpoint.pt")
+    log = [{k: v for k, v in r.items() if k != "seconds"} for r in RunDir(out).read_log()]
+    arch = tensors["search"]["archive"]
+    return arch["fitness"], arch["genomes"]["pixels"], log
+
+
+def test_resume_after_kill_equals_uninterrupted_run(lenet, tmp_path: Path) -> None:
+    cfg = EvolveConfig(generations=7, population=40, seed=5, checkpoint_every=2)
+    run_evolution(lenet, cfg, out=tmp_path / "whole", progress=False)
+
+    def kill(rec: dict) -> None:
+        if rec["generation"] == 5:
+            raise SystemExit("simulated kill -9")  # nothing is saved after generation 4's checkpoint
+
+    with pytest.raises(SystemExit):
+        run_evolution(lenet, cfg, out=tmp_path / "killed", progress=False, on_generation=kill)
+    assert len(RunDir(tmp_path / "killed").read_log()) == 5
+    res = run_evolution(lenet, cfg, out=tmp_path / "killed", resume=True, progress=False)
+    assert res.generations_done == 7
+    fa, ga, la = _final(tmp_path / "whole")
+    fb, gb, lb = _final(tmp_path / "killed")
+    assert torch.equal(fa, fb) and torch.equal(ga, gb)
+    assert la == lb and [r["generation"] for r in lb] == list(range(1, 8))
+
+
+def test_ctrl_c_checkpoints_and_resumes(lenet, tmp_path: Path) -> None:
+    cfg = EvolveConfig(encoding="cppn", generations=6, population=30, seed=2, checkpoint_every=100)
+    run_evolution(lenet, cfg, out=tmp_path / "whole", progress=False)
+
+    def ctrl_c(rec: dict) -> None:
+        if rec["generation"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted) as exc:
+        run_evolution(lenet, cfg, out=tmp_path / "cut", progress=False, on_generation=ctrl_c)
+    assert exc.value.exit_code == 130 and "after generation 3" in str(exc.value)
+    run_evolution(lenet, cfg, out=tmp_path / "cut", resume=True, progress=False)
+    from foolkit.runs import load_checkpoint
+
+    (ma, ta), (mb, tb) = load_checkpoint(tmp_path / "whole" / "checkpoint.pt"), load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert ma["generation"] == mb["generation"] == 6
+    for key in ("w", "on", "act", "alive"):
+        assert torch.equal(ta["search"]["archive"]["genomes"][key], tb["search"]["archive"]["genomes"][key])
+    assert torch.equal(ta["search"]["archive"]["fitness"], tb["search"]["archive"]["fitness"])
+
+
+def test_class_subset_of_a_model_with_a_fooling_class() -> None:
+    torch.manual_seed(0)
+    model = new_model("lenet", classes=[str(i) for i in range(10)] + ["fooling"], input_size=(1, 28, 28),
+                      mean=[0.13], std=[0.31]).eval()
+    cfg = EvolveConfig(encoding="cppn", generations=2, population=16, classes=list(range(10)))
+    res = run_evolution(model, cfg, progress=False)
+    assert res.classes == list(range(10)) and res.images.shape[0] == 10
+    # the softmax is over all 11 classes
+    with torch.no_grad():
+        probs = torch.softmax(model(res.images), dim=1)
+    assert torch.allclose(probs[torch.arange(10), torch.arange(10)], res.confidences, atol=1e-5)
+    sub = run_evolution(model, EvolveConfig(generations=1, population=8, classes=["3", 5]), progress=False)
+    assert sub.classes == [3, 5] and sub.names == ["3", "5"]
+
+
+def test_gradient_ascent_raises_confidence(lenet) -> None:
+    res = run_evolution(lenet, EvolveConfig(method="gradient", generations=30, classes=[1, 7]), progress=False)
+    assert res.history[-1]["min"] > 0.99 and res.history[-1]["min"] > res.history[0]["min"]
+    labels, _ = lenet.predict(res.images)
+    assert labels.tolist() == [1, 7]
+
+
+def test_ten_crops() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    c = ten_crops(x, 6, 6)
+    assert c.shape == (10, 2, 3, 6, 6)
+    assert torch.equal(c[0], x[..., :6, :6]) and torch.equal(c[3], x[..., 2:, 2:]) and torch.equal(c[4], x[..., 1:7, 1:7])
+    assert torch.equal(c[5], x[..., :6, :6].flip(-1))
+
+
+def test_imagenet_scale_path_random_resnet18() -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    model = Classifier(net, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                       classes=[f"class{i}" for i in range(1000)], input_size=(3, 224, 224), name="resnet18-random").eval()
+    cfg = EvolveConfig(encoding="cppn", generations=1, population=2, crops=10, batch_size=1, seed=0)
+    evo = MapElites(model, cfg, list(range(1000)))
+    update = evo.step()
+    assert evo.encoding.size == (256, 256)
+    assert evo.archive.occupied.all() and update.count == 1000  # every cell filled from one batch
+    from foolkit.evolve.encodings import take
+
+    images = evo.encoding.decode(take(evo.archive.genomes, slice(0, 4)))
+    assert images.shape == (4, 3, 256, 256) and 0 <= images.min() and images.max() <= 1
