@@ -1,0 +1,54 @@
+"""`foolkit evolve`: a real run, resume, and one-line errors for bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = cli("evolve", "--model", "lenet-mnist", "--encoding", "cppn", "-g", "2", "-p", "20", "--classes", "3,5",
+            "--out", out, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert [c["index"] for c in summary["classes"]] == [3, 5] and summary["generations_done"] == 2
+    assert (out / "elites" / "3_3.png").is_file() and (out / "gallery.png").is_file()
+    r = cli("evolve", "--model", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(x)["generation"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert json.loads((out / "config.json").read_text())["config"]["classes"] == [3, 5]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["-g", "-1"], ["generations"]),
+    (["-p", "1"], ["population"]),
+    (["--classes", "banana"], ["unknown class"]),
+    (["--classes", "12"], ["out of range"]),
+    (["--until", "1.5"], ["--until"]),
+    (["--until", "abc"], ["--until"]),
+    (["--time-limit", "soon"], ["--time-limit"]),
+    (["--size", "0", "28"], ["size"]),
+    (["--checkpoint-every", "0"], ["checkpoint-every"]),
+    (["--encoding", "dna"], ["encoding"]),
+    (["--resume"], ["resume"]),
+])
+def test_cli_bad_values_fail_in_one_line(cli, one_line_error, tmp_path: Path, args: list[str],
+                                         fragments: list[str]) -> None:
+    r = cli("evolve", "--model", "lenet-mnist", "--out", tmp_path / "x", "--device", "cpu", *args)
+    one_line_error(r, *fragments)
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_cli_refuses_to_overwrite_or_change_a_run(cli, one_line_error, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "-g", "1", "--out", out, "--device", "cpu"), "already holds a run")
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "-p", "50", "--resume", "--out", out, "--device", "cpu"),
+                   "cannot change population")
+    one_line_error(cli("evolve", "-m", "no-such-model", "--out", tmp_path / "y"), "unknown model")
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--resume", "-g", "3", "--out", out, "--device", "cpu"),
+                   "unreadable")
