@@ -35,9 +35,12 @@ def _device(device: str) -> Any:
     return resolve_device(device)
 
 
-@click.group()
-def memorize() -> None:
+@click.group(invoke_without_command=True)
+@click.pass_context
+def memorize(ctx: click.Context) -> None:
     """Zhang et al. 2017: networks memorise random labels; the expressivity and min-norm results."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 _MODELS = "mlp1x512, mlp3x512, small-inception, small-alexnet, lenet"
@@ -53,7 +56,7 @@ _MODELS = "mlp1x512, mlp3x512, small-inception, small-alexnet, lenet"
 @click.option("--corrupt", default=None, metavar="P1,P2,...", help="Also run label corruption at these levels.")
 @click.option("--epochs", type=int, default=400, show_default=True, help="Cap; each run stops once the training set is fitted (random labels on 10k Fashion-MNIST: ~270).")
 @click.option("--lr", type=float, default=None, help="Learning rate (default: the paper's, 0.1 Inception / 0.01 others).")
-@click.option("--lr-decay", type=float, default=0.95, show_default=True, help="Multiply the learning rate by this every epoch.")
+@click.option("--lr-decay", type=float, default=0.95, show_default=True, help="Multiply the learning rate by this every --decay-steps steps.")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--decay-steps", type=int, default=391, show_default=True,
               help="Apply --lr-decay every this many steps (391 = one CIFAR-10 epoch in the paper; 0 = every epoch).")

@@ -71,3 +71,10 @@ def test_existing_run_folder_is_not_overwritten(cli, one_line_error, tmp_path):
     before = (out / "results.json").read_text()
     one_line_error(cli(*args), "already holds a run")
     assert (out / "results.json").read_text() == before
+
+
+def test_group_without_subcommand_lists_them(cli):
+    r = cli("memorize")
+    assert r.exit_code == 0
+    for sub in ("randomize", "regularizers", "expressivity", "minnorm"):
+        assert sub in r.stdout
