@@ -383,6 +383,8 @@ class Attack(ABC):
         if not self.quantize:
             return adv
         out = to_grid(adv, p.x, p.bounds, "toward" if self.budget else "nearest")
+        if torch.equal(out, adv):  # already on the grid (e.g. DDN with grid=True): nothing to repair
+            return adv
         pending = p.is_adversarial(p.logits(adv))
         candidates: list[tuple[float, str]] = [(1.0, "toward"), (1.0, "nearest"), (1.0, "away")]
         if not self.budget:

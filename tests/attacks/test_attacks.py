@@ -1,0 +1,214 @@
+"""foolkit.attacks on real MNIST digits and the bundled LeNet: success, bounds, budgets,
+targets, minimum norms, 8-bit survival, bookkeeping, and the error paths."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foolkit.attacks import ATTACKS, make_attack, project, to_grid
+from foolkit.attacks.base import norm_of, project_l1
+from foolkit.errors import FoolkitError
+from foolkit.images import load_image, quantize, save_image
+
+# a configuration per attack that fools the small LeNet on (nearly) every digit, and cheaply
+CONFIGS: dict[str, dict] = {
+    "fgsm": {"eps": 0.3},
+    "bim": {"eps": 0.25, "steps": 10},
+    "pgd": {"eps": 0.25, "steps": 10},
+    "pgd-l2": {"name": "pgd", "eps": 3.0, "norm": "l2", "steps": 20},
+    "lbfgs": {"steps": 15, "search_steps": 4, "initial_const": 0.01},
+    "cw": {"steps": 25, "binary_search_steps": 3, "initial_const": 10.0, "lr": 0.1},
+    "deepfool": {"steps": 30},
+    "deepfool-linf": {"name": "deepfool", "norm": "linf", "steps": 30},
+    "ddn": {"steps": 40},
+    "fmn": {"steps": 40},
+    "fmn-linf": {"name": "fmn", "norm": "linf", "steps": 40},
+    "fmn-l1": {"name": "fmn", "norm": "l1", "steps": 40},
+    "auto": {"steps": 40},
+    "auto-linf": {"name": "auto", "norm": "linf", "steps": 40},
+}
+MIN_SUCCESS = {"fgsm": 0.75}
+
+
+def build(key: str, **extra):
+    cfg = dict(CONFIGS[key])
+    name = cfg.pop("name", key)
+    return make_attack(name, **cfg, **extra)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_batch):
+    x, y = mnist_batch
+    return x[:12], y[:12]
+
+
+def test_registry_covers_the_issue():
+    assert {"lbfgs", "fgsm", "bim", "pgd", "cw", "deepfool", "ddn", "fmn"} <= set(ATTACKS)
+    assert {k.split("-")[0] for k in CONFIGS} == set(ATTACKS)
+
+
+@pytest.mark.parametrize("key", list(CONFIGS))
+def test_attack_succeeds_within_bounds_on_grid(key, lenet, digits, tmp_path):
+    x, y = digits
+    atk = build(key)
+    res = atk(lenet, x, y)
+    assert res.adv.shape == x.shape and res.success.shape == (len(x),)
+    assert res.success_rate >= MIN_SUCCESS.get(key, 0.99), (key, res.success_rate)
+    assert res.adv.min() >= 0 and res.adv.max() <= 1
+    # survives the PNG round trip: the saved files are still adversarial
+    assert torch.equal(res.adv, quantize(res.adv))
+    for i in range(2):
+        save_image(res.adv[i], tmp_path / f"{i}.png")
+    back = torch.stack([load_image(tmp_path / f"{i}.png") for i in range(2)])
+    assert torch.equal(back, res.adv[:2])
+    pred, _ = lenet.predict(back)
+    assert torch.equal(pred != y[:2], res.success[:2])
+    # reported figures agree with the tensors
+    d = res.adv - x
+    assert torch.allclose(res.l2, d.flatten(1).norm(dim=1), atol=1e-5)
+    assert torch.allclose(res.linf, d.flatten(1).abs().amax(dim=1), atol=1e-6)
+    assert torch.equal(res.labels_after, lenet.predict(res.adv)[0])
+    assert torch.equal(res.labels_before, y)  # the fixture holds correctly classified digits
+    assert res.forwards > 0 and res.seconds > 0
+    assert res.backwards > 0
+    if atk.budget:
+        bound = atk.eps * (1 + 1e-5) + 1e-6
+        assert (norm_of(d, atk.norm) <= bound).all(), (key, norm_of(d, atk.norm).max())
+
+
+@pytest.mark.parametrize("key", ["pgd", "lbfgs", "cw", "deepfool", "ddn", "fmn", "fmn-linf"])
+def test_targeted_attacks_reach_the_target(key, lenet, digits):
+    x, y = digits[0][:8], digits[1][:8]
+    target = (y + 3) % 10
+    res = build(key)(lenet, x, y, target=target)
+    assert res.success_rate >= (0.8 if key == "deepfool" else 0.9), (key, res.success_rate)
+    assert torch.equal(res.labels_after[res.success], target[res.success])
+    assert torch.equal(res.target, target)
+
+
+def test_minimum_norm_attacks_beat_budget_attacks(lenet, digits):
+    x, y = digits
+    pgd_l2 = make_attack("pgd", eps=3.0, norm="l2", steps=20)(lenet, x, y)
+    pgd_linf = make_attack("pgd", eps=0.25, steps=20)(lenet, x, y)
+    ddn = make_attack("ddn", steps=60)(lenet, x, y)
+    fmn = make_attack("fmn", norm="linf", steps=60)(lenet, x, y)
+    assert ddn.success.all() and fmn.success.all()
+    assert ddn.median("l2") < 0.6 * pgd_l2.median("l2")
+    assert fmn.median("linf") < 0.7 * pgd_linf.median("linf")
+    # minimum-norm answers sit near the boundary: most of the way back to x is not adversarial
+    half = (x + 0.7 * (ddn.adv - x))
+    assert (lenet.predict(half)[0] == y).float().mean() > 0.9
+
+
+def test_fgsm_matches_autograd_oracle(lenet, digits):
+    x, y = digits
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(lenet(xr), y, reduction="sum"), xr)
+    expected = (x + 0.1 * g.sign()).clamp(0, 1)
+    res = make_attack("fgsm", eps=0.1, quantize=False, steps=7)(lenet, x, y)
+    assert torch.allclose(res.adv, expected, atol=1e-6)
+    res_l2 = make_attack("fgsm", eps=1.0, norm="l2", quantize=False)(lenet, x, y)
+    assert (res_l2.l2 <= 1.0 + 1e-5).all()
+
+
+def test_projections_are_exact():
+    g = torch.Generator().manual_seed(0)
+    d = torch.randn(6, 1, 5, 5, generator=g)
+    eps = torch.tensor([0.5, 1.0, 2.0, 100.0, 3.0, 0.1])
+    p1 = project_l1(d, eps)
+    n1 = p1.flatten(1).abs().sum(1)
+    inside = d.flatten(1).abs().sum(1) <= eps
+    assert torch.allclose(n1[~inside], eps[~inside], atol=1e-4)
+    assert torch.equal(p1[inside], d[inside])
+    # KKT of the L1 projection: a soft-threshold with one threshold per sample
+    for i in (~inside).nonzero().flatten().tolist():
+        kept = p1[i].abs() > 0
+        theta = (d[i].abs() - p1[i].abs())[kept]
+        assert torch.allclose(theta, theta[0].expand_as(theta), atol=1e-5)
+        assert (d[i].abs()[~kept] <= theta[0] + 1e-5).all()
+    assert torch.allclose(norm_of(project(d, 1.0, "l2"), "l2").clamp(max=1.0), torch.ones(6).clamp(max=norm_of(d, "l2")))
+    assert norm_of(project(d, 0.3, "linf"), "linf").max() <= 0.3
+
+
+def test_rounding_toward_never_lengthens():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (4, 1, 6, 6), generator=g).float() / 255
+    adv = (x + 0.05 * torch.randn(4, 1, 6, 6, generator=g)).clamp(0, 1)
+    q = to_grid(adv, x, (0.0, 1.0), "toward")
+    assert torch.equal(q, quantize(q))
+    assert ((q - x).abs() <= (adv - x).abs() + 1e-7).all()
+    a = to_grid(adv, x, (0.0, 1.0), "away")
+    assert ((a - x).abs() >= (adv - x).abs() - 1e-7).all()
+
+
+def test_model_mode_restored_and_counts(lenet, digits):
+    x, y = digits
+    lenet.train()
+    try:
+        res = make_attack("pgd", eps=0.2, steps=5)(lenet, x, y)
+        assert lenet.training
+    finally:
+        lenet.eval()
+    assert res.backwards == 5 * len(x)
+    assert res.forwards >= 6 * len(x)
+
+
+def test_seeded_and_default_labels(lenet, digits):
+    x, y = digits
+    a = make_attack("pgd", eps=0.1, steps=3, seed=5)(lenet, x).adv
+    b = make_attack("pgd", eps=0.1, steps=3, seed=5)(lenet, x).adv
+    c = make_attack("pgd", eps=0.1, steps=3, seed=6)(lenet, x).adv
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_restarts_only_help(lenet, digits):
+    x, y = digits
+    one = make_attack("pgd", eps=0.12, steps=5, restarts=1)(lenet, x, y)
+    three = make_attack("pgd", eps=0.12, steps=5, restarts=3)(lenet, x, y)
+    assert three.success.sum() >= one.success.sum()
+    assert (three.linf <= 0.12 + 1e-6).all()
+
+
+def test_result_records_and_summary(lenet, digits):
+    x, y = digits
+    res = make_attack("fmn", norm="l2", steps=20)(lenet, x[:4], y[:4])
+    recs = res.records(lenet.classes)
+    assert len(recs) == 4 and recs[0]["name_before"] == lenet.classes[int(y[0])]
+    s = res.summary()
+    assert s["n"] == 4 and s["method"] == "fmn" and math.isclose(s["success_rate"], res.success_rate)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda x: x[0],                 # no batch dimension
+    lambda x: x * 2,                # outside the bounds
+    lambda x: x[:, :, :20],         # wrong size
+    lambda x: (x * 255).to(torch.uint8),
+])
+def test_bad_inputs_raise(lenet, digits, bad):
+    x, y = digits
+    with pytest.raises(FoolkitError):
+        make_attack("fgsm", eps=0.1)(lenet, bad(x), y)
+
+
+def test_bad_hyperparameters_raise(lenet, digits):
+    x, y = digits
+    for name, kw in [("nope", {}), ("pgd", {"eps": -1}), ("pgd", {"norm": "l0"}), ("pgd", {"wat": 1}),
+                     ("fmn", {"norm": "l3"}), ("ddn", {"gamma": 2}), ("cw", {"steps": 0})]:
+        with pytest.raises(FoolkitError):
+            make_attack(name, **kw)
+    with pytest.raises(FoolkitError):
+        make_attack("fgsm", eps=0.1)(lenet, x, y, target=10)
+    with pytest.raises(FoolkitError):
+        make_attack("fgsm", eps=0.1)(lenet, x, y[:3])
+
+
+def test_train_adv_hook_contract(lenet, digits):
+    """What `foolkit train --adv-method pgd` calls: make_attack(...)(model, x, y).adv."""
+    x, y = digits
+    for method in ("pgd", "fgsm", "bim"):
+        adv = make_attack(method, eps=0.3, steps=3, norm="linf")(lenet, x, y).adv
+        assert adv.shape == x.shape and (adv - x).abs().max() <= 0.3 + 1e-6
