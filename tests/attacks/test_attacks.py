@@ -43,7 +43,7 @@ def build(key: str, **extra):
 @pytest.fixture(scope="module")
 def digits(mnist_batch):
     x, y = mnist_batch
-    return x[:12], y[:12]
+    return x[:10], y[:10]
 
 
 def test_registry_covers_the_issue():
@@ -92,10 +92,10 @@ def test_targeted_attacks_reach_the_target(key, lenet, digits):
 
 def test_minimum_norm_attacks_beat_budget_attacks(lenet, digits):
     x, y = digits
-    pgd_l2 = make_attack("pgd", eps=3.0, norm="l2", steps=20)(lenet, x, y)
-    pgd_linf = make_attack("pgd", eps=0.25, steps=20)(lenet, x, y)
-    ddn = make_attack("ddn", steps=60)(lenet, x, y)
-    fmn = make_attack("fmn", norm="linf", steps=60)(lenet, x, y)
+    pgd_l2 = make_attack("pgd", eps=3.0, norm="l2", steps=10)(lenet, x, y)
+    pgd_linf = make_attack("pgd", eps=0.25, steps=10)(lenet, x, y)
+    ddn = make_attack("ddn", steps=40)(lenet, x, y)
+    fmn = make_attack("fmn", norm="linf", steps=40)(lenet, x, y)
     assert ddn.success.all() and fmn.success.all()
     assert ddn.median("l2") < 0.6 * pgd_l2.median("l2")
     assert fmn.median("linf") < 0.7 * pgd_linf.median("linf")

@@ -1,0 +1,131 @@
+"""`foolkit attack`: the files and JSON it writes, odd-but-valid images, evaluation mode, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from foolkit.images import load_image, model_view, save_image
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory, mnist_batch):
+    x, _ = mnist_batch
+    d = tmp_path_factory.mktemp("digits")
+    save_image(x[0], d / "seven.png")
+    save_image(x[5], d / "other.png")
+    return d / "seven.png", d / "other.png"
+
+
+def _classify(lenet, path):
+    x = load_image(path)
+    return lenet.predict(model_view(x.unsqueeze(0), lenet.input_size))
+
+
+def test_attack_writes_files_and_fools_from_disk(cli, lenet, digit_png, tmp_path):
+    out = tmp_path / "out"
+    r = cli("attack", *digit_png, "--model", "lenet-mnist", "--out", out, "--steps", "40")
+    assert r.exit_code == 0, r.stderr
+    assert "original" in r.stdout and "seven.png" in r.stdout  # the table
+    for path in digit_png:
+        stem = path.stem
+        for suffix in ("adv.png", "noise.png", "panel.png", "json"):
+            assert (out / f"{stem}.{suffix}").is_file()
+        rec = json.loads((out / f"{stem}.json").read_text())
+        assert set(rec) >= {"model", "method", "original", "adversarial", "target", "success", "l2", "linf", "steps",
+                            "seconds"}
+        assert rec["method"] == "auto" and rec["success"] is True and rec["target"] is None
+        assert Image.open(out / f"{stem}.adv.png").size == Image.open(path).size
+        label, conf = _classify(lenet, out / f"{stem}.adv.png")
+        assert int(label) == rec["adversarial"]["label"] != rec["original"]["label"]
+        assert abs(float(conf) - rec["adversarial"]["confidence"]) < 1e-4
+        adv, orig = load_image(out / f"{stem}.adv.png"), load_image(path)
+        assert abs(float((adv - orig).norm()) - rec["l2"]) < 1e-3
+        assert rec["l2"] < 4.0  # imperceptible-ish on a 28x28 digit
+
+
+def test_targeted_by_name_and_json(cli, lenet, digit_png, tmp_path):
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--target", "3", "--method", "pgd", "--eps", "0.3",
+            "--steps", "20", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[0])
+    assert rec["target"]["label"] == 3 and rec["success"] and rec["adversarial"]["label"] == 3
+    assert rec["linf"] <= 0.3 + 1e-6
+    assert int(_classify(lenet, tmp_path / "seven.adv.png")[0]) == 3
+
+
+def test_large_odd_images_are_attacked_at_their_resolution(cli, lenet, mnist_batch, tmp_path):
+    x, _ = mnist_batch
+    arr = (x[1, 0].numpy() * 255).astype(np.uint8)
+    big = Image.fromarray(arr).resize((42, 35), Image.BILINEAR)
+    rgba = big.convert("RGBA")
+    rgba.putalpha(255)
+    rgba.save(tmp_path / "rgba.png")
+    Image.fromarray((np.asarray(big).astype(np.uint16) * 257)).save(tmp_path / "deep.png")  # 16-bit gray
+    big.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.new("L", (1, 1), 200).save(tmp_path / "dot.png")
+    files = [tmp_path / n for n in ("rgba.png", "deep.png", "cmyk.jpg", "dot.png")]
+    r = cli("attack", *files, "--model", "lenet-mnist", "--out", tmp_path / "o", "--steps", "20", "--json")
+    assert r.exit_code == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert len(recs) == 4
+    for f, rec in zip(files, recs):
+        assert Image.open(tmp_path / "o" / f"{f.stem}.adv.png").size == Image.open(f).size
+        assert rec["success"], rec
+        assert int(_classify(lenet, tmp_path / "o" / f"{f.stem}.adv.png")[0]) == rec["adversarial"]["label"]
+
+
+def test_evaluation_mode(cli, tmp_path):
+    r = cli("attack", "--dataset", "mnist", "--subset", "40", "--model", "lenet-mnist", "--method", "pgd",
+            "--eps", "0.2", "--steps", "10", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["n"] == 40 and s["clean_accuracy"] > 0.9 and s["success_rate"] > 0.8
+    assert s["robust_accuracy"] < 0.2 and s["median_linf"] <= 0.2 + 1e-6
+    assert (tmp_path / "eval-mnist-pgd-linf.json").is_file()
+    r = cli("attack", "--dataset", "mnist", "--subset", "20", "--model", "lenet-mnist", "--method", "fmn", "--norm",
+            "linf", "--eps", "0.1", "--steps", "30", "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    assert "robust accuracy" in r.stdout and "median Linf" in r.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--eps", "-0.1", "--method", "pgd"], "eps"),
+    (["--method", "pgd"], "eps"),
+    (["--target", "cat"], "unknown class"),
+    (["--target", "12"], "out of range"),
+    (["--method", "magic"], "magic"),
+    (["--method", "deepfool", "--norm", "l1"], "norm"),
+    (["--steps", "0"], "steps"),
+])
+def test_bad_options_fail_with_one_line(cli, one_line_error, digit_png, tmp_path, args, fragment):
+    out = tmp_path / "out"
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", out, *args)
+    one_line_error(r, fragment)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_broken_inputs_fail_and_write_nothing(cli, one_line_error, digit_png, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    one_line_error(cli("attack", digit_png[0], bad, "--model", "lenet-mnist", "--out", out), "broken.png")
+    assert not out.exists() or not any(out.iterdir())
+    one_line_error(cli("attack", tmp_path / "missing.png", "--model", "lenet-mnist", "--out", out), "no such file")
+    one_line_error(cli("attack", "--model", "lenet-mnist", "--out", out), "image")
+    one_line_error(cli("attack", digit_png[0], "--dataset", "mnist", "--model", "lenet-mnist"), "one of the two")
+    one_line_error(cli("attack", digit_png[0], "--model", "no-such-model", "--out", out), "no-such-model")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_train_with_pgd_adversarial_training(cli, tmp_path):
+    out = tmp_path / "adv.pt"
+    r = cli("train", "--model", "lenet", "--dataset", "mnist", "--subset", "64", "--epochs", "1", "--adv-method",
+            "pgd", "--adv-eps", "0.3", "--adv-steps", "2", "--adv-norm", "linf", "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["adversarial"] == {"method": "pgd", "eps": 0.3, "steps": 2, "norm": "linf"}
