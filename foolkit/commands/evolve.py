@@ -59,7 +59,12 @@ def parse_classes(text: str) -> list[int | str] | None:
 @click.option("--crops", type=click.Choice(["1", "10"]), default=None,
               help="Average the softmax over the paper's 10 crops [default: 1].")
 @click.option("--selection", type=click.Choice(["uniform", "lagging"]), default=None,
-              help="Parents: uniform over occupied cells (the paper), or half from the least confident cells.")
+              help="Parents: uniform over occupied cells (the paper), or half drawn by each class's -log confidence "
+                   "[default: lagging].")
+@click.option("--halve-every", type=int, default=None, metavar="K",
+              help="Halve the per-gene mutation rate every K generations, as in the paper [default: never].")
+@click.option("--paper", "paper_ops", is_flag=True,
+              help="The paper's operators exactly (uniform parents, uniform-noise start, per-pixel mutation + SBX only).")
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass (bounds memory) [default: 256].")
 @click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
@@ -73,7 +78,8 @@ def parse_classes(text: str) -> list[int | str] | None:
 @device_option
 def evolve(model_name: str, weights: str | None, encoding: str | None, method: str | None, generations: int | None,
            population: int | None, classes_text: str | None, size: tuple[int, int] | None, gray: bool | None,
-           crops: str | None, selection: str | None, batch_size: int | None, seed: int | None, out: str | None,
+           crops: str | None, selection: str | None, halve_every: int | None, paper_ops: bool,
+           batch_size: int | None, seed: int | None, out: str | None,
            checkpoint_every: int | None, time_limit: str | None, until_text: str | None, resume: bool,
            as_json: bool, device: str) -> None:
     """Evolve (or optimise) images the model classifies with ≥ 99.99% confidence.
@@ -91,10 +97,13 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         "classes": parse_classes(classes_text) if classes_text is not None else None,
         "size": tuple(size) if size else None, "channels": 1 if gray else None,
         "crops": int(crops) if crops is not None else None, "selection": selection, "batch_size": batch_size,
+        "halve_every": halve_every,
         "seed": seed, "checkpoint_every": checkpoint_every,
         "time_limit": parse_duration(time_limit) if time_limit is not None else None,
         "until": parse_confidence(until_text) if until_text is not None else None,
     }
+    if paper_ops:
+        given.update(init_spread=0.0, smooth_prob=0.0, selection=selection or "uniform")
     if classes_text is not None and given["classes"] is None:
         given.pop("classes")  # "all" → default (None) without counting as unset
     base = EvolveConfig()

@@ -121,9 +121,11 @@ def coordinates(height: int, width: int, device: torch.device | str) -> torch.Te
 
 def activate(z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """Apply each row's activation: ``z`` ``(P, X)``, ``act`` ``(P,)`` → ``(P, X)`` in [-1, 1]."""
-    out = torch.zeros_like(z)
+    out = torch.empty_like(z)
     for i, f in enumerate(_FUNCS):
-        out = torch.where((act == i)[:, None], f(z), out)
+        rows = (act == i).nonzero().flatten()  # each row is computed once, by its own function
+        if rows.numel():
+            out[rows] = f(z[rows])
     return out
 
 
@@ -151,6 +153,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     P, N = act.shape
     device = w.device
     weff = torch.where(on & alive[:, :, None] & alive[:, None, :], w, torch.zeros_like(w))
+    incoming = weff.transpose(1, 2).contiguous()  # (P, dst, src): row k holds node k's input weights
     coords = coordinates(height, width, device)  # (4, X)
     values = torch.zeros(P, N, height * width, device=device)
     values[:, :NUM_INPUTS] = coords
@@ -158,7 +161,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     for k in range(NUM_INPUTS, N):
         if not used[k]:
             continue
-        z = torch.bmm(weff[:, None, :k, k], values[:, :k]).squeeze(1)  # (P, X)
+        z = torch.bmm(incoming[:, k:k + 1, :k], values[:, :k]).squeeze(1)  # (P, X)
         values[:, k] = activate(z, act[:, k])
     out = (values[:, N - spec.outputs:] + 1.0) * 0.5  # (P, O, X) in [0, 1]
     out = out.clamp(0.0, 1.0).view(P, spec.outputs, height, width)

@@ -52,14 +52,19 @@ def smooth_mutation(x: torch.Tensor, *, prob: float, sigma: float, cells: Sequen
     from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once, which per-pixel
     mutation needs many generations for."""
     P, C, H, W = x.shape
-    pick = torch.rand((P, 1, 1, 1), generator=gen, device=x.device) < prob
-    which = torch.randint(len(cells), (P, 1, 1, 1), generator=gen, device=x.device)
-    delta = torch.zeros_like(x)
+    rows = (torch.rand(P, generator=gen, device=x.device) < prob).nonzero().flatten()
+    if rows.numel() == 0:
+        return x
+    n = rows.numel()
+    which = torch.randint(len(cells), (n, 1, 1, 1), generator=gen, device=x.device)
+    delta = torch.zeros((n, C, H, W), device=x.device, dtype=x.dtype)
     for i, g in enumerate(cells):
-        coarse = torch.randn((P, C, g, g), generator=gen, device=x.device) * sigma
+        coarse = torch.randn((n, C, g, g), generator=gen, device=x.device) * sigma
         up = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
-        delta = torch.where(which == i, up, delta)
-    return torch.where(pick, (x + delta).clamp(0.0, 1.0), x)
+        delta = torch.where(which == i, up, delta) if len(cells) > 1 else up
+    out = x.clone()
+    out[rows] = (x[rows] + delta).clamp(0.0, 1.0)
+    return out
 
 
 class DirectEncoding:

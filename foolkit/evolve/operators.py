@@ -34,18 +34,22 @@ def polynomial_step(x: torch.Tensor, u: torch.Tensor, *, eta: float | torch.Tens
     return (x + delta_q * span).clamp(low, up)
 
 
-def polynomial_mutation(x: torch.Tensor, *, rate: float | torch.Tensor, eta: float | torch.Tensor, low: float, up: float,
-                        gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+def polynomial_mutation(x: torch.Tensor, *, rate: float | torch.Tensor, eta: float | torch.Tensor, low: float,
+                        up: float, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mutate each gene of the batch ``x`` (any shape) with probability ``rate``; returns a new tensor.
 
     ``mask`` (broadcastable bool) restricts which genes may mutate at all (e.g. enabled CPPN
-    connections). ``rate`` may be a tensor broadcastable to ``x`` (per-individual rates).
+    connections). ``rate`` and ``eta`` may be tensors broadcastable to ``x`` (per-individual
+    values). Only the picked genes are computed (about ``rate`` of them).
     """
     pick = uniform_like(x, gen) < rate
     if mask is not None:
         pick = pick & mask
-    mutated = polynomial_step(x, uniform_like(x, gen), eta=eta, low=low, up=up)
-    return torch.where(pick, mutated, x)
+    values = x[pick]
+    eta_v = eta.expand_as(x)[pick] if isinstance(eta, torch.Tensor) else eta
+    out = x.clone()
+    out[pick] = polynomial_step(values, uniform_like(values, gen), eta=eta_v, low=low, up=up)
+    return out
 
 
 def sbx_step(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, swap: torch.Tensor, *, eta: float, low: float,
@@ -79,12 +83,18 @@ def sbx_crossover(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, u
                   pair_prob: float = 0.5, gene_prob: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross the batches ``a`` and ``b`` (same shape ``(P, ...)``) pairwise: each pair crosses with
     probability ``pair_prob``, and then each gene with probability ``gene_prob`` (DEAP's 0.5).
-    Returns two new tensors."""
+    Returns two new tensors; only the crossing pairs are computed."""
+    a, b = a.clone(), b.clone()
     if a.shape[0] == 0:
-        return a.clone(), b.clone()
-    pair = torch.rand((a.shape[0],) + (1,) * (a.dim() - 1), generator=gen, device=a.device) < pair_prob
-    gene = (uniform_like(a, gen) < gene_prob) & pair
-    u = uniform_like(a, gen)
-    swap = uniform_like(a, gen) <= 0.5
-    ca, cb = sbx_step(a, b, u, swap, eta=eta, low=low, up=up)
-    return torch.where(gene, ca, a), torch.where(gene, cb, b)
+        return a, b
+    rows = (torch.rand(a.shape[0], generator=gen, device=a.device) < pair_prob).nonzero().flatten()
+    if rows.numel() == 0:
+        return a, b
+    pa, pb = a[rows], b[rows]
+    gene = uniform_like(pa, gen) < gene_prob
+    u = uniform_like(pa, gen)
+    swap = uniform_like(pa, gen) <= 0.5
+    ca, cb = sbx_step(pa, pb, u, swap, eta=eta, low=low, up=up)
+    a[rows] = torch.where(gene, ca, pa)
+    b[rows] = torch.where(gene, cb, pb)
+    return a, b

@@ -36,6 +36,8 @@ def read_elites(paths: Sequence[Path], channels: int) -> torch.Tensor:
 
 
 def format_confidence(c: float) -> str:
+    if c >= 0.99999:
+        return ">99.999%"
     if c >= 0.9999:
         return f"{c * 100:.3f}%"
     return f"{c * 100:.2f}%"
