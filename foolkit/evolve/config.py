@@ -111,6 +111,12 @@ class EvolveConfig:
         if self.checkpoint_every < 1:
             raise bad(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
 
+    @property
+    def genomes_per_forward(self) -> int:
+        """Images per chunk so that one forward pass sees at most ``batch_size`` model inputs
+        (``crops`` of each image)."""
+        return max(1, self.batch_size // self.crops)
+
     # -- against a model -----------------------------------------------------------
     def class_indices(self, model: Classifier) -> list[int]:
         """The evolved classes as sorted, de-duplicated indices (FoolkitError for unknown ones)."""

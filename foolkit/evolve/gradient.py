@@ -43,7 +43,7 @@ class GradientAscent:
         return torch.sigmoid(self.u)
 
     def step(self) -> ArchiveUpdate:
-        K, bs = len(self.classes), self.config.batch_size
+        K, bs = len(self.classes), self.config.genomes_per_forward
         self.model.eval()
         self.optimizer.zero_grad(set_to_none=True)
         own = torch.empty(K, device=self.u.device)

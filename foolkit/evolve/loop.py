@@ -8,7 +8,7 @@ One generation::
 
 :meth:`MapElites.step` does exactly that. The DEAP toolbox holds the operators (``sample``,
 ``select``, ``mate``, ``mutate``, ``evaluate``, ``map``); ``map`` is the one evaluation hook:
-it splits the offspring batch into chunks of ``batch_size`` genomes, decodes each chunk (all
+it splits the offspring batch into chunks (``batch_size`` model inputs each), decodes each chunk (all
 CPPNs rendered in one pass) and scores it with one forward pass on the model's device, so
 memory stays bounded whatever the population and image size. Every random number comes from
 one ``torch.Generator`` on that device, whose state is part of :meth:`state_dict`.
@@ -77,7 +77,7 @@ class MapElites:
         tb.register("mutate", self.encoding.mutate, gen=self.gen)
         tb.register("decode", self.encoding.decode)
         tb.register("evaluate", self.evaluate)
-        tb.register("map", chunked_map(config.batch_size))
+        tb.register("map", chunked_map(config.genomes_per_forward))
         self.toolbox = tb
 
     # -- operators ------------------------------------------------------------------
@@ -134,7 +134,7 @@ class MapElites:
             c = self.encoding.channels
             return torch.zeros(len(self.classes), c, *self.encoding.size)
         n = self.archive.cells
-        bs = self.config.batch_size
+        bs = self.config.genomes_per_forward
         return torch.cat([quantize(self.encoding.decode(take(self.archive.genomes, slice(i, i + bs))))
                           for i in range(0, n, bs)])
 

@@ -207,7 +207,7 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
     occupied = search.archive.occupied.cpu()
     paths = save_elites(run.path, images, classes, names)
     back = read_elites(paths, images.shape[1])
-    bs = config.batch_size
+    bs = config.genomes_per_forward
     logp = torch.cat([search.scorer(back[i:i + bs].to(model.device)).cpu() for i in range(0, len(back), bs)])
     conf = torch.where(occupied, logp[torch.arange(len(classes)), torch.arange(len(classes))].exp(),
                        torch.zeros(len(classes)))
