@@ -52,3 +52,21 @@ def test_cli_refuses_to_overwrite_or_change_a_run(cli, one_line_error, tmp_path:
     (out / "checkpoint.pt").write_bytes(b"garbage")
     one_line_error(cli("evolve", "-m", "lenet-mnist", "--resume", "-g", "3", "--out", out, "--device", "cpu"),
                    "unreadable")
+
+
+def test_cli_parsers() -> None:
+    from foolkit.commands.evolve import parse_classes, parse_confidence, parse_duration
+
+    assert parse_duration("90") == 90 and parse_duration("15m") == 900 and parse_duration("8h") == 28800
+    assert parse_confidence("99.99%") == pytest.approx(0.9999) and parse_confidence("0.5") == 0.5
+    assert parse_classes("all") is None and parse_classes("3, cat") == [3, "cat"]
+
+
+def test_cli_paper_operators_and_until(cli, tmp_path: Path) -> None:
+    out = tmp_path / "paper"
+    r = cli("evolve", "-m", "lenet-mnist", "--paper", "--halve-every", "5", "-g", "3", "-p", "20", "--until", "99.99%",
+            "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["selection"] == "uniform" and cfg["smooth_prob"] == 0 and cfg["halve_every"] == 5
+    assert cfg["until"] == pytest.approx(0.9999)

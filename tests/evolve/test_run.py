@@ -146,3 +146,10 @@ def test_imagenet_scale_path_random_resnet18() -> None:
 
     images = evo.encoding.decode(take(evo.archive.genomes, slice(0, 4)))
     assert images.shape == (4, 3, 256, 256) and 0 <= images.min() and images.max() <= 1
+
+
+def test_time_limit_stops_and_paper_preset(lenet) -> None:
+    res = run_evolution(lenet, EvolveConfig.paper(generations=100000, population=20, time_limit=0.5), progress=False)
+    assert res.stopped == "time-limit" and 0 < res.generations_done < 100000
+    cfg = EvolveConfig.paper()
+    assert cfg.selection == "uniform" and cfg.smooth_prob == 0 and cfg.init_spread == 0
