@@ -106,7 +106,7 @@ def suite(model_key: str, steps: int) -> list[tuple[str, str, Runner]]:
         ("foolkit", "fmn-linf", foolkit_runner("fmn", norm="linf", steps=steps)),
         ("foolbox", "LInfFMN", foolbox_runner("LInfFMNAttack", steps=steps)),
         # L∞ budget attack
-        (f"foolkit", f"pgd-linf-eps{eps}", foolkit_runner("pgd", eps=eps, steps=40, norm="linf")),
+        ("foolkit", f"pgd-linf-eps{eps}", foolkit_runner("pgd", eps=eps, steps=40, norm="linf")),
         ("foolbox", f"LinfPGD-eps{eps}", foolbox_runner("LinfPGD", eps=eps, steps=40, abs_stepsize=2.5 * eps / 40)),
         ("torchattacks", f"PGD-eps{eps}", torchattacks_runner("PGD", eps=eps, alpha=2.5 * eps / 40, steps=40)),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_positive, norm_of, per_sample
+from foolkit.attacks.base import Attack, Problem, check_positive, per_sample
 
 
 class CarliniWagner(Attack):

@@ -13,7 +13,8 @@ sample keeps its own curvature history and its own backtracking line search, all
 
 from __future__ import annotations
 
-import math
+
+from collections.abc import Callable
 
 import torch
 
@@ -88,7 +89,8 @@ class LBFGS(Attack):
         return torch.where(per_sample(torch.isfinite(best_l2), x), best, last)
 
     @torch.no_grad()
-    def _minimise(self, evaluate, r: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def _minimise(self, evaluate: Callable[[torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor | None]],
+                  r: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Batched projected L-BFGS from ``r`` ``(B, D)`` within ``[lower, upper]``; ``self.steps`` iterations."""
         b, d = r.shape
         m = self.memory
