@@ -268,7 +268,11 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
         if fitted:
             ax.plot(*zip(*fitted), "o-", label="steps to 100% train accuracy")
         if unfitted:
-            ax.plot(*zip(*unfitted), "x", color="red", ms=9, label="not fitted (epoch cap)")
+            ax.plot(*zip(*unfitted), "x", color="red", ms=9, label="not 100% by the epoch cap (cap shown)")
+        near = [(p, next((h["step"] for h in r["history"] if h["train_accuracy"] >= 0.999), None)) for p, r in zip(ps, lab)]
+        near = [(p, st) for p, st in near if st is not None]
+        if near:
+            ax.plot(*zip(*near), "s--", alpha=0.7, label="steps to 99.9% train accuracy")
         ax.set_xlabel("label corruption p")
         ax.set_ylabel("time to overfit (steps)")
         ax.set_title(f"(b) convergence slowdown — {title}", fontsize=9)
