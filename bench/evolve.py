@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
-    seeds = [0] if args.quick else [0, 1, 2]
+    seeds = [0] if args.quick else list(range(10))
     lenet = load_model("lenet-mnist", device=dev)
     out: dict = {"device": (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                             f"CPU, {args.threads} cores ({platform.processor() or platform.machine()})"),
@@ -124,6 +124,14 @@ def main() -> None:
     print(out["mnist_direct_paper_operators"], flush=True)
     out["mnist_cppn"] = [time_to_fool(lenet, EvolveConfig(encoding="cppn", generations=100, population=200, seed=s,
                                                           until=0.9999)) for s in seeds]
+    for key in ("mnist_direct", "mnist_cppn"):
+        gens = [r["generations_to_all_9999"] for r in out[key]]
+        secs = [r["seconds_to_all_9999"] for r in out[key]]
+        out[key + "_summary"] = {"seeds": len(gens), "reached": sum(g is not None for g in gens),
+                                 "generations_max": max((g for g in gens if g is not None), default=None),
+                                 "generations_median": sorted(g for g in gens if g is not None)[len(gens) // 2]
+                                 if all(g is not None for g in gens) else None,
+                                 "seconds_max": max((s for s in secs if s is not None), default=None)}
     print(out["mnist_cppn"], flush=True)
     print("throughput ...", flush=True)
     out["throughput"] = [

@@ -59,7 +59,7 @@ def parse_classes(text: str) -> list[int | str] | None:
 @click.option("--crops", type=click.Choice(["1", "10"]), default=None,
               help="Average the softmax over the paper's 10 crops [default: 1].")
 @click.option("--selection", type=click.Choice(["uniform", "lagging"]), default=None,
-              help="Parents: uniform over occupied cells (the paper), or half drawn by each class's -log confidence "
+              help="Parents: uniform over occupied cells (the paper), or 90% drawn by each class's -log confidence "
                    "[default: lagging].")
 @click.option("--halve-every", type=int, default=None, metavar="K",
               help="Halve the per-gene mutation rate every K generations, as in the paper [default: never].")

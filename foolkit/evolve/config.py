@@ -43,9 +43,10 @@ class EvolveConfig:
     # CPPN encoding
     cppn_hidden: int = 16
     cppn_weight_range: float = 10.0
-    # parents: "uniform" over occupied cells (the paper) or "lagging" (half of them drawn in
-    # proportion to each cell's -log confidence)
+    # parents: "uniform" over occupied cells (the paper) or "lagging" (a lagging_fraction of them
+    # drawn in proportion to each cell's -log confidence, the rest uniformly)
     selection: str = "lagging"
+    lagging_fraction: float = 0.9
     # gradient method
     lr: float = 0.5
     # evaluation
@@ -98,6 +99,8 @@ class EvolveConfig:
             raise bad(f"smooth mutation probability must be in [0, 1], got {self.smooth_prob}")
         if self.selection not in ("uniform", "lagging"):
             raise bad(f"unknown selection {self.selection!r}: use uniform or lagging")
+        if not 0.0 <= self.lagging_fraction <= 1.0:
+            raise bad(f"lagging fraction must be in [0, 1], got {self.lagging_fraction}")
         if self.lr <= 0:
             raise bad(f"learning rate must be positive, got {self.lr}")
         if self.crops not in (1, 10):

@@ -83,7 +83,7 @@ class MapElites:
     # -- operators ------------------------------------------------------------------
     def select_parents(self, n: int) -> Genomes:
         """``n`` parents drawn from the occupied cells: uniformly (the paper) or, with
-        ``selection="lagging"``, half uniformly and half in proportion to each cell's deficit
+        ``selection="lagging"``, a ``lagging_fraction`` of them in proportion to each cell's deficit
         ``-log(confidence)``, so the classes furthest from fooled get most of the offspring."""
         assert self.archive.genomes is not None
         occupied = self.archive.occupied
@@ -91,7 +91,7 @@ class MapElites:
         pick = torch.multinomial(weights, n, replacement=True, generator=self.gen)
         if self.config.selection == "lagging":
             deficit = torch.where(occupied, -self.archive.fitness, torch.zeros_like(weights)).clamp_min(1e-12)
-            k = n // 2
+            k = int(n * self.config.lagging_fraction)
             pick[:k] = torch.multinomial(deficit, k, replacement=True, generator=self.gen)
         return take(self.archive.genomes, pick)
 
