@@ -18,7 +18,15 @@ Outputs (:func:`run_randomization`): ``results.json`` (``{"runs": [...]}`` with 
 ``corruption``, ``model``, ``train_accuracy``, ``test_accuracy``, ``epochs_to_fit``,
 ``steps_to_fit``, ``seconds`` and the per-epoch history), the corruption masks
 (``labels-<variant>.pt``: tensors ``y_train``, ``y_original``, ``replaced``), and figure 1 as
-PNGs. :func:`run_regularizers` writes ``regularizers.json``, ``regularizers.md`` and a figure.
+PNGs (figure 1(a) plots each epoch's average training loss at its step count: ``fit`` records
+per-epoch averages). :func:`run_regularizers` writes ``regularizers.json``, ``regularizers.md``
+and a figure.
+
+Regulariser grid: ``none`` switches everything off (batch norm included, also for Inception,
+whose paper baseline keeps it); each other setting switches one on — ``dropout`` 0.5 on hidden
+units, ``weight-decay`` 5e-4, ``batchnorm``, ``crop`` (random crop of ±2 px, zero padding),
+``early-stopping`` (stop after 5 epochs without a better test accuracy; the row reports the
+best-test-accuracy epoch, the one early stopping keeps) — and ``all`` switches all of them on.
 """
 
 from __future__ import annotations
