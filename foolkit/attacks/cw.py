@@ -16,8 +16,8 @@ class CarliniWagner(Attack):
     name = "cw"
     norm = "l2"
 
-    def __init__(self, *, steps: int = 100, binary_search_steps: int = 6, initial_const: float = 0.1,
-                 lr: float = 0.05, confidence: float = 0.0, quantize: bool = True, seed: int = 0):
+    def __init__(self, *, steps: int = 100, binary_search_steps: int = 6, initial_const: float = 1.0,
+                 lr: float = 0.1, confidence: float = 0.0, quantize: bool = True, seed: int = 0):
         check_positive("steps", steps)
         check_positive("binary_search_steps", binary_search_steps)
         check_positive("initial_const", initial_const)
@@ -28,6 +28,9 @@ class CarliniWagner(Attack):
         self.initial_const = float(initial_const)
         self.lr = float(lr)
         self.confidence = float(confidence)
+        #: how far inside the box the tanh start point is pulled (in [-1, 1] units): 2e-3 is a quarter of a
+        #: tenth of a grey level, yet keeps tanh out of saturation so background pixels can move at all
+        self.margin_eps = 2e-3
         self.quantize = quantize
         self.seed = seed
 
@@ -35,7 +38,7 @@ class CarliniWagner(Attack):
         x = p.x
         n = len(x)
         lo, hi = p.bounds
-        to_unit = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)
+        to_unit = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1 + self.margin_eps, 1 - self.margin_eps)
         w0 = torch.atanh(to_unit)
         c = torch.full((n,), self.initial_const, device=x.device)
         c_lo = torch.zeros(n, device=x.device)
