@@ -400,6 +400,11 @@ class Attack(ABC):
                 ok &= norm_of(cand - x0, self.norm) <= float(self.eps) * (1 + 1e-5) + 1e-6
             out[idx[ok]] = cand[ok]
             pending[idx[ok]] = False
+        if self.budget and self.eps is not None:
+            # a clean image off the 8-bit grid (16-bit source, augmentation) can leave no grid point
+            # inside the ε-ball along the perturbation: the budget wins, that sample stays off-grid
+            over = norm_of(out - p.x, self.norm) > float(self.eps) * (1 + 1e-5) + 1e-6
+            out = torch.where(per_sample(over, out), adv, out)
         return out
 
 

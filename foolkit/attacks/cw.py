@@ -28,8 +28,8 @@ class CarliniWagner(Attack):
         self.initial_const = float(initial_const)
         self.lr = float(lr)
         self.confidence = float(confidence)
-        #: how far inside the box the tanh start point is pulled (in [-1, 1] units): 2e-3 is a quarter of a
-        #: tenth of a grey level, yet keeps tanh out of saturation so background pixels can move at all
+        #: how far inside the box the tanh start point is pulled (in [-1, 1] units): 2e-3 is a quarter of a grey level
+        #: yet keeps tanh out of saturation so background pixels can move at all
         self.margin_eps = 2e-3
         self.quantize = quantize
         self.seed = seed

@@ -212,3 +212,13 @@ def test_train_adv_hook_contract(lenet, digits):
     for method in ("pgd", "fgsm", "bim"):
         adv = make_attack(method, eps=0.3, steps=3, norm="linf")(lenet, x, y).adv
         assert adv.shape == x.shape and (adv - x).abs().max() <= 0.3 + 1e-6
+
+
+def test_budget_holds_for_images_off_the_grid(lenet, digits):
+    """16-bit or augmented inputs are not on the 8-bit grid; the ε-ball still wins."""
+    x, y = digits
+    g = torch.Generator().manual_seed(3)
+    x_off = (x + torch.rand(x.shape, generator=g) * 0.5 / 255).clamp(0, 1)
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        res = make_attack("pgd", eps=eps, norm=norm, steps=5)(lenet, x_off, y)
+        assert (norm_of(res.adv - x_off, norm) <= eps * (1 + 1e-5) + 1e-6).all()
