@@ -100,7 +100,7 @@ def suite(model_key: str, steps: int) -> list[tuple[str, str, Runner]]:
         ("torchattacks", "CW", torchattacks_runner("CW", c=1.0, steps=steps, lr=0.01)),
         ("foolkit", "deepfool-l2", foolkit_runner("deepfool", norm="l2", steps=50)),
         ("foolbox", "L2DeepFool", foolbox_runner("L2DeepFoolAttack", steps=50)),
-        ("torchattacks", "DeepFool", torchattacks_runner("DeepFool", steps=50)),
+        # torchattacks' DeepFool computes a Jacobian image by image: too slow for 200 digits here, left out
         # L∞ minimum-norm, 100 steps
         ("foolkit", "auto-linf", foolkit_runner("auto", norm="linf", steps=steps)),
         ("foolkit", "fmn-linf", foolkit_runner("fmn", norm="linf", steps=steps)),
@@ -137,11 +137,27 @@ def bench_model(model_key: str, n: int, steps: int, repeat: int, dev: torch.devi
         print(f"{model_key:<16} {lib:<13} {name:<20} success {rec['success_rate']:.3f} (8-bit {rec['success_after_8bit']:.3f})"
               f"  L2 {rec['median_l2'] or float('nan'):.4f}  Linf {rec['median_linf'] or float('nan'):.4f}  {rec['seconds']:.2f}s",
               flush=True)
-    return {"model": model_key, "n": len(x), "steps": steps, "results": rows, "targets": targets(rows)}
+    headline = headline_timing(model, x, y, steps, repeat=3) if not only else None
+    return {"model": model_key, "n": len(x), "steps": steps, "results": rows, "headline_timing": headline,
+            "targets": targets(rows, headline)}
 
 
-def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, checked on the recorded rows."""
+def headline_timing(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, repeat: int) -> dict[str, Any]:
+    """The wall-time target: foolkit's best L2 attack vs Foolbox DDN, same steps, run alternately
+    ``repeat`` times each (the minimum counts), so both see the same load on a shared CPU."""
+    runs = {"foolkit auto-l2": foolkit_runner("auto", norm="l2", steps=steps),
+            "foolbox DDN": foolbox_runner("DDNAttack", steps=steps)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeat):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run(model, x, y)
+            times[k].append(round(time.perf_counter() - t0, 3))
+    return {"seconds": times, "min_seconds": {k: min(v) for k, v in times.items()}, "loadavg": os.getloadavg()}
+
+
+def targets(rows: list[dict[str, Any]], headline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The issue's targets, checked on the recorded rows (wall time from the alternating runs when present)."""
     by = {(r["library"], r["attack"]): r for r in rows}
     out: dict[str, Any] = {}
     best, ddn = by.get(("foolkit", "auto-l2")), by.get(("foolbox", "DDN"))
@@ -151,9 +167,12 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["median_l2_foolbox_ddn"] = ddn["median_l2"]
         out["median_l2_at_or_below_foolbox_ddn"] = (best["median_l2"] or 1e9) <= (ddn["median_l2"] or 0)
         out["median_l2_gap_percent"] = round(100 * ((best["median_l2"] or 0) / (ddn["median_l2"] or 1) - 1), 2)
-        out["wall_time_foolkit_auto_s"] = best["seconds"]
-        out["wall_time_foolbox_ddn_s"] = ddn["seconds"]
-        out["wall_time_at_or_below_foolbox_ddn"] = best["seconds"] <= ddn["seconds"]
+        t_best, t_ddn = best["seconds"], ddn["seconds"]
+        if headline:
+            t_best, t_ddn = headline["min_seconds"]["foolkit auto-l2"], headline["min_seconds"]["foolbox DDN"]
+        out["wall_time_foolkit_auto_s"] = t_best
+        out["wall_time_foolbox_ddn_s"] = t_ddn
+        out["wall_time_at_or_below_foolbox_ddn"] = t_best <= t_ddn
     linf = by.get(("foolkit", "auto-linf"))
     if linf:
         out["linf_min_norm_succeeds_on_every_image"] = linf["success_rate"] == 1.0
