@@ -128,3 +128,14 @@ def test_train_with_pgd_adversarial_training(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["adversarial"] == {"method": "pgd", "eps": 0.3, "steps": 2, "norm": "linf"}
+
+
+def test_failed_attack_is_reported_not_an_error(cli, digit_png, tmp_path):
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--method", "fgsm", "--eps", "0.004", "--out", tmp_path,
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[0])
+    assert rec["success"] is False and rec["adversarial"]["label"] == rec["original"]["label"]
+    assert rec["linf"] <= 0.004 + 1e-6 and (tmp_path / "seven.adv.png").is_file()
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--method", "fgsm", "--eps", "0.004", "--out", tmp_path)
+    assert "NO" in r.stdout
