@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_positive, per_sample
+from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, per_sample
 
 
 class CarliniWagner(Attack):
@@ -16,8 +16,9 @@ class CarliniWagner(Attack):
     name = "cw"
     norm = "l2"
 
-    def __init__(self, *, steps: int = 100, binary_search_steps: int = 6, initial_const: float = 1.0,
-                 lr: float = 0.1, confidence: float = 0.0, quantize: bool = True, seed: int = 0):
+    def __init__(self, *, norm: str = "l2", steps: int = 100, binary_search_steps: int = 6,
+                 initial_const: float = 1.0, lr: float = 0.1, confidence: float = 0.0, quantize: bool = True, seed: int = 0):
+        check_norm(norm, ("l2",))
         check_positive("steps", steps)
         check_positive("binary_search_steps", binary_search_steps)
         check_positive("initial_const", initial_const)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_positive, cosine, normalize, norm_of, per_sample, to_grid
+from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, cosine, normalize, norm_of, per_sample, to_grid
 
 
 class DDN(Attack):
@@ -23,8 +23,10 @@ class DDN(Attack):
     name = "ddn"
     norm = "l2"
 
-    def __init__(self, *, steps: int = 100, init_epsilon: float = 1.0, gamma: float = 0.05, gamma_final: float | None = None,
-                 step_size: float = 1.0, final_step_size: float = 0.01, loss: str = "ce", grid: bool = False, quantize: bool = True, seed: int = 0):
+    def __init__(self, *, norm: str = "l2", steps: int = 100, init_epsilon: float = 1.0, gamma: float = 0.05,
+                 gamma_final: float | None = None, step_size: float = 1.0, final_step_size: float = 0.01,
+                 loss: str = "ce", grid: bool = False, quantize: bool = True, seed: int = 0):
+        check_norm(norm, ("l2",))
         check_positive("steps", steps)
         check_positive("init_epsilon", init_epsilon)
         check_positive("step_size", step_size)

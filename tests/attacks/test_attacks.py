@@ -197,7 +197,8 @@ def test_bad_inputs_raise(lenet, digits, bad):
 def test_bad_hyperparameters_raise(lenet, digits):
     x, y = digits
     for name, kw in [("nope", {}), ("pgd", {"eps": -1}), ("pgd", {"norm": "l0"}), ("pgd", {"wat": 1}),
-                     ("fmn", {"norm": "l3"}), ("ddn", {"gamma": 2}), ("cw", {"steps": 0})]:
+                     ("fmn", {"norm": "l3"}), ("ddn", {"gamma": 2}), ("cw", {"steps": 0}),
+                     ("ddn", {"norm": "linf"})]:
         with pytest.raises(FoolkitError):
             make_attack(name, **kw)
     with pytest.raises(FoolkitError):
