@@ -21,7 +21,7 @@ CONFIGS: dict[str, dict] = {
     "pgd": {"eps": 0.25, "steps": 10},
     "pgd-l2": {"name": "pgd", "eps": 3.0, "norm": "l2", "steps": 20},
     "lbfgs": {"steps": 15, "search_steps": 4, "initial_const": 0.01},
-    "cw": {"steps": 25, "binary_search_steps": 3, "initial_const": 10.0, "lr": 0.1},
+    "cw": {"steps": 25, "binary_search_steps": 3},
     "deepfool": {"steps": 30},
     "deepfool-linf": {"name": "deepfool", "norm": "linf", "steps": 30},
     "ddn": {"steps": 40},
