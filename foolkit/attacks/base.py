@@ -147,26 +147,43 @@ class Problem:
     targeted: bool
     bounds: tuple[float, float]
     generator: torch.Generator
+    #: required confidence as a log-odds ``log(c / (1 − c))`` of the adversarial class; ``-inf``: none
+    kappa: float = -math.inf
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def sub(self, idx: torch.Tensor) -> Problem:
         """The same problem restricted to samples ``idx``."""
-        return Problem(self.model, self.x[idx], self.labels[idx], self.targeted, self.bounds, self.generator)
+        return Problem(self.model, self.x[idx], self.labels[idx], self.targeted, self.bounds, self.generator,
+                       self.kappa)
 
     def margin(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)``: negative exactly when adversarial. Untargeted ``z_y − max_{j≠y} z_j``,
-        targeted ``max_{j≠t} z_j − z_t``. ``labels`` restricts to a sub-batch's labels."""
+        targeted ``max_{j≠t} z_j − z_t``. ``labels`` restricts to a sub-batch's labels.
+
+        With a required confidence ``c`` (``kappa = log(c / (1 − c))``) the adversarial class
+        ``a`` (the target, or the strongest other class) must have softmax probability ≥ c, i.e.
+        ``z_a − logsumexp_{k≠a} z_k ≥ kappa``: the margin is ``logsumexp_{k≠a} z_k + kappa − z_a``.
+        """
         labels = self.labels if labels is None else labels
         own = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
-        other = logits.scatter(1, labels.unsqueeze(1), -math.inf).amax(dim=1)
-        return other - own if self.targeted else own - other
+        others = logits.scatter(1, labels.unsqueeze(1), -math.inf)
+        if self.kappa == -math.inf:
+            other = others.amax(dim=1)
+            return other - own if self.targeted else own - other
+        adv_class = labels if self.targeted else others.argmax(dim=1)
+        z_adv = logits.gather(1, adv_class.unsqueeze(1)).squeeze(1)
+        rest = logits.scatter(1, adv_class.unsqueeze(1), -math.inf).logsumexp(dim=1)
+        return rest + self.kappa - z_adv
 
     def is_adversarial(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         labels = self.labels if labels is None else labels
         pred = logits.argmax(dim=1)
-        return pred == labels if self.targeted else pred != labels
+        hit = pred == labels if self.targeted else pred != labels
+        if self.kappa == -math.inf:
+            return hit
+        return hit & (self.margin(logits, labels) <= 0)
 
     def gain(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)`` cross-entropy objective to *maximise*: CE(y) untargeted, −CE(t) targeted."""
@@ -270,6 +287,10 @@ class Attack(ABC):
     - ``x``: ``(B, C, H, W)`` float in the model's bounds, any device (results on the model's).
     - ``y``: ``(B,)`` true labels; ``None`` uses the model's own predictions.
     - ``target``: ``None`` (untargeted), an int, or ``(B,)`` class indices (targeted).
+    - ``confidence``: ``None`` (any misclassification counts) or ``c`` in (0, 1): the adversarial
+      class must get softmax probability ≥ c — a *confident* mistake. Minimum-norm attacks then
+      find the smallest perturbation reaching that confidence (the logit margin every method
+      descends becomes ``logsumexp_{k≠a} z_k + log(c/(1−c)) − z_a``).
 
     Subclasses set ``name``, ``budget`` (True when ``eps`` bounds the perturbation in
     ``self.norm``), ``targeted_ok``, and implement :meth:`run`.
@@ -296,8 +317,9 @@ class Attack(ABC):
 
     # the final template method ------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                 target: int | torch.Tensor | None = None) -> AttackResult:
+                 target: int | torch.Tensor | None = None, confidence: float | None = None) -> AttackResult:
         t0 = time.perf_counter()
+        kappa = confidence_to_kappa(confidence)
         bounds = tuple(float(b) for b in getattr(model, "bounds", (0.0, 1.0)))
         device = _device_of(model)
         x = self._check_input(model, x, bounds).to(device)
@@ -319,7 +341,7 @@ class Attack(ABC):
                     target = torch.full((n,), target, dtype=torch.long)
                 tgt = self._check_labels(target, n, logits0.shape[1], "target").to(device)
             gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(int(self.seed))
-            p = Problem(counted, x.detach(), tgt if tgt is not None else y, tgt is not None, bounds, gen)
+            p = Problem(counted, x.detach(), tgt if tgt is not None else y, tgt is not None, bounds, gen, kappa)
             if n:
                 adv = self.run(p).detach()
                 adv = self._finish(p, adv)
@@ -336,7 +358,8 @@ class Attack(ABC):
                             linf=norm_of(d, "linf"), labels_before=pred0, confidences_before=conf0,
                             labels_after=pred1, confidences_after=conf1, target=tgt,
                             forwards=counted.forwards, backwards=counted.backwards,
-                            seconds=time.perf_counter() - t0, params=self.params())
+                            seconds=time.perf_counter() - t0,
+                            params={**self.params(), **({"confidence": confidence} if confidence else {})})
 
     # checks -------------------------------------------------------------------------------
     @staticmethod
@@ -406,6 +429,17 @@ class Attack(ABC):
             over = norm_of(out - p.x, self.norm) > float(self.eps) * (1 + 1e-5) + 1e-6
             out = torch.where(per_sample(over, out), adv, out)
         return out
+
+
+def confidence_to_kappa(confidence: float | None) -> float:
+    """A required confidence ``c`` in [0, 1) → the log-odds ``log(c / (1 − c))`` the margin uses
+    (``-inf`` for ``None`` or 0: any misclassification counts)."""
+    if confidence is None or confidence == 0:
+        return -math.inf
+    c = float(confidence)
+    if not 0 < c < 1:
+        raise FoolkitError(f"confidence must be in [0, 1), got {confidence}")
+    return math.log(c / (1 - c))
 
 
 def to_grid(v: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float], how: str = "nearest") -> torch.Tensor:

@@ -74,6 +74,10 @@ def _fmt_conf(c: float) -> str:
               help="Budget of fgsm/bim/pgd; for minimum-norm attacks the ε at which --dataset reports robust accuracy.")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Iterations (default: the attack's own).")
 @click.option("--target", default=None, help="Class index or name to reach (targeted attack); default untargeted.")
+@click.option("--confidence", type=float, default=None,
+              help="Required confidence of the wrong class, in [0, 1): minimum-norm attacks find the smallest "
+                   "noise reaching it. Default 0.9 for IMAGES (a confident mistake), 0 with --dataset "
+                   "(the decision boundary, as peers report).")
 @click.option("--out", "-o", "out_dir", type=click.Path(), default="foolkit-out", show_default=True,
               help="Folder for the output files.")
 @click.option("--dataset", "-d", default=None, help="Evaluation mode: attack a dataset's test split instead of IMAGES.")
@@ -84,8 +88,9 @@ def _fmt_conf(c: float) -> str:
 @seed_option
 @device_option
 def attack(images: tuple[str, ...], model_name: str, weights: str | None, method: str, norm: str | None,
-           eps: float | None, steps: int | None, target: str | None, out_dir: str, dataset: str | None,
-           subset: int | None, batch_size: int, as_json: bool, data_dir: str | None, seed: int, device: str) -> None:
+           eps: float | None, steps: int | None, target: str | None, confidence: float | None, out_dir: str,
+           dataset: str | None, subset: int | None, batch_size: int, as_json: bool, data_dir: str | None, seed: int,
+           device: str) -> None:
     """Fool a classifier: adversarial versions of IMAGES (or a --dataset evaluation).
 
     For every image, OUT/STEM.adv.png (same size as the input), STEM.noise.png, STEM.panel.png
@@ -104,6 +109,10 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
         norm = "linf" if ATTACKS[method].budget else "l2"
     if subset is not None and not dataset:
         raise FoolkitError("--subset only applies with --dataset")
+    if confidence is None:
+        confidence = 0.0 if dataset else 0.9
+    if not (math.isfinite(confidence) and 0 <= confidence < 1):
+        raise FoolkitError(f"--confidence must be in [0, 1), got {confidence}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FoolkitError(f"--out {out} exists and is not a folder")
@@ -112,14 +121,14 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
     model = load_model(model_name, device=dev, weights=weights)
     tgt = model.class_index(target) if target is not None else None
     if dataset:
-        _evaluate(model, model_name, atk, method, norm, eps, tgt, dataset, subset, batch_size, out, as_json,
-                  data_dir, seed)
+        _evaluate(model, model_name, atk, method, norm, eps, tgt, confidence, dataset, subset, batch_size, out,
+                  as_json, data_dir, seed)
     else:
-        _attack_images(model, model_name, atk, method, norm, tgt, images, out, as_json)
+        _attack_images(model, model_name, atk, method, norm, tgt, confidence, images, out, as_json)
 
 
 def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str, tgt: int | None,
-                   images: tuple[str, ...], out: Path, as_json: bool) -> None:
+                   confidence: float, images: tuple[str, ...], out: Path, as_json: bool) -> None:
     from foolkit.images import load_image, noise_image, panel, save_image
     from foolkit.runs import atomic_write_json
 
@@ -132,7 +141,7 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
         c, h, w = x.shape
         clf = full_resolution_classifier(model, c, h, w)
         t0 = time.perf_counter()
-        res = atk(clf, x.unsqueeze(0).to(model.device), target=tgt)
+        res = atk(clf, x.unsqueeze(0).to(model.device), target=tgt, confidence=confidence)
         seconds = time.perf_counter() - t0
         adv = res.adv[0].detach().cpu()
         delta = adv - x
@@ -143,6 +152,7 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
             "original": {"label": lab0, "name": model.classes[lab0], "confidence": conf0},
             "adversarial": {"label": lab1, "name": model.classes[lab1], "confidence": conf1},
             "target": None if tgt is None else {"label": tgt, "name": model.classes[tgt]},
+            "confidence_required": confidence,
             "success": bool(res.success[0]), "l2": float(res.l2[0]), "linf": float(res.linf[0]),
             "l1": float(res.l1[0]), "steps": getattr(atk, "steps", 1), "seconds": round(seconds, 3),
             "size": [w, h], "forwards": res.forwards, "backwards": res.backwards, "params": res.params,
@@ -188,7 +198,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps: float | None, tgt: int | None,
-              dataset: str, subset: int | None, batch_size: int, out: Path, as_json: bool, data_dir: str | None,
+              confidence: float, dataset: str, subset: int | None, batch_size: int, out: Path, as_json: bool, data_dir: str | None,
               seed: int) -> None:
     from tqdm import tqdm
 
@@ -209,7 +219,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         for i in range(0, n, batch_size):
             xb = ds.x[i:i + batch_size].to(model.device).float() / 255
             yb = ds.y[i:i + batch_size].to(model.device)
-            res = atk(model, xb, yb, target=tgt)
+            res = atk(model, xb, yb, target=tgt, confidence=confidence)
             sl = slice(i, i + len(xb))
             correct[sl] = (res.labels_before == yb).cpu()
             success[sl] = res.success.cpu()
@@ -233,7 +243,8 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
 
     summary = {
         "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": n, "method": method, "norm": norm,
-        "eps": eps, "target": tgt, "steps": getattr(atk, "steps", 1), "params": atk.params(),
+        "eps": eps, "target": tgt, "confidence_required": confidence, "steps": getattr(atk, "steps", 1),
+        "params": atk.params(),
         "clean_accuracy": float(correct.float().mean()), "attacked": int(attacked.sum()),
         "success_rate": float(won.sum()) / max(1, int(attacked.sum())),
         "robust_accuracy": None if robust is None else float(robust.float().mean()),
