@@ -7,7 +7,8 @@ Runs the issue's settings and records every round's figures, the wall time and t
 
 Settings (names → bench/results/retrain-<name>.json):
   mnist-direct       lenet-mnist, 3 rounds, direct encoding, 100 generations per evolution
-  mnist-cppn         the same with the CPPN encoding
+  mnist-direct-300   the same with 300 generations per evolution (a bigger search budget)
+  mnist-cppn         the same as mnist-direct with the CPPN encoding
   mnist-adversarial  --kind adversarial, PGD L∞ ε = 0.3 (the Madry et al. MNIST budget)
   fashion-direct     lenet-fashion on a 10,000-image Fashion-MNIST subset, direct encoding
 
@@ -36,6 +37,7 @@ from foolkit.retrain import RetrainConfig, run_rounds  # noqa: E402
 
 SETTINGS: dict[str, dict] = {
     "mnist-direct": dict(model="lenet-mnist", dataset="mnist", rounds=3, encoding="direct", generations=100),
+    "mnist-direct-300": dict(model="lenet-mnist", dataset="mnist", rounds=3, encoding="direct", generations=300),
     "mnist-cppn": dict(model="lenet-mnist", dataset="mnist", rounds=3, encoding="cppn", generations=100),
     "mnist-adversarial": dict(model="lenet-mnist", dataset="mnist", rounds=3, kind="adversarial", eps=0.3,
                               norm="linf", attack_steps=20),

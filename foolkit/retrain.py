@@ -411,7 +411,9 @@ def plot_rounds(rounds: list[Round], config: RetrainConfig, path: Path) -> None:
 
     xs = [r.round for r in rounds]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    axes[0].plot(xs, [r.clean_accuracy * 100 for r in rounds], "o-", color="tab:blue")
+    accs = [r.clean_accuracy * 100 for r in rounds]
+    axes[0].plot(xs, accs, "o-", color="tab:blue")
+    axes[0].set_ylim(max(0.0, min(accs) - 3), 100.5)
     axes[0].set_title("clean test accuracy (%)")
     if config.kind == "fooling":
         axes[1].bar(xs, [r.fooled_classes or 0 for r in rounds], color="tab:red")
@@ -424,7 +426,7 @@ def plot_rounds(rounds: list[Round], config: RetrainConfig, path: Path) -> None:
             axes[2].plot([a for a, _ in rec], [b for _, b in rec], "s--", color="tab:green",
                          label="recall of 'fooling' (held out)")
         axes[2].set_ylim(0, 102)
-        axes[2].set_title("%")
+        axes[2].set_title("confidence and recall (%)")
         axes[2].legend(fontsize=8, loc="lower left")
     else:
         axes[1].plot(xs, [(r.robust_accuracy or 0) * 100 for r in rounds], "o-", color="tab:red")
