@@ -110,9 +110,12 @@ def main() -> None:
     out: dict = {"device": (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
                             f"CPU, {args.threads} cores ({platform.processor() or platform.machine()})"),
                  "torch": torch.__version__, "threads": args.threads,
-                 "shared_machine_note": "other engineers ran tests on the same 2 cores; timings are inflated by "
-                 "contention (see load averages); with 2 torch threads on an oversubscribed machine OpenMP "
-                 "barriers make small elementwise ops 10-30x slower, so 1 thread is faster here", "targets": {
+                 "load_at_start": load(),
+                 "shared_machine_note": ("the machine was busy (see load averages): timings are inflated by "
+                                         "contention; with 2 torch threads on an oversubscribed machine OpenMP "
+                                         "barriers make small elementwise ops 10-30x slower, so 1 thread is faster there"
+                                         if os.getloadavg()[0] > 1.5 else "the machine was otherwise idle"),
+                 "targets": {
                      "direct_generations": 50, "direct_seconds_2core_cpu": 30, "cppn_generations": 100,
                      "overhead": 0.2}}
     print("MNIST LeNet, direct, population 200 ...", flush=True)
