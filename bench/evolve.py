@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -53,39 +54,41 @@ def time_to_fool(model: Classifier, config: EvolveConfig) -> dict:
 
 
 @torch.no_grad()
-def forward_rate(model: Classifier, batch: int, size: tuple[int, int, int], repeats: int) -> float:
+def throughput(name: str, model: Classifier, config: EvolveConfig, generations: int, rounds: int = 5) -> dict:
+    """Evolution rate beside the model's plain forward rate on a batch of one evaluation chunk.
+
+    The two are timed in alternating blocks (``generations`` forwards, then ``generations``
+    generations), ``rounds`` times, and each rate is the median block's, so drift in the
+    machine's speed hits both alike. A CPPN population grows over the run, so the evolution is
+    timed over generations 2 .. 1 + rounds × generations, like a real run's.
+    """
+    before = load()
     dev = model.device
-    x = torch.rand((batch, *size), device=dev)
-    model(x)
-    sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        model(x)
-    sync(dev)
-    return batch * repeats / (time.perf_counter() - t0)
-
-
-def evolution_rate(model: Classifier, config: EvolveConfig, generations: int) -> float:
+    batch = min(config.population, config.batch_size)
+    x = torch.rand((batch, *model.input_size), device=dev)
     evo = MapElites(model, config, list(range(model.num_classes)))
     evo.step()  # warm-up + first (random) generation
-    sync(model.device)
-    t0 = time.perf_counter()
-    for _ in range(generations):
-        evo.step()
-    sync(model.device)
-    return config.population * generations / (time.perf_counter() - t0)
-
-
-def throughput(name: str, model: Classifier, config: EvolveConfig, generations: int) -> dict:
-    before = load()
-    c = config.image_channels(model)
-    # the model's own work: one plain forward of a batch of the same size as one evaluation chunk
-    fwd = forward_rate(model, min(config.population, config.batch_size), model.input_size, generations)
-    evo = evolution_rate(model, config, generations)
-    return {"model": name, "encoding": config.encoding, "population": config.population, "channels": c,
-            "image_size": list(config.image_size(model)), "evaluations_per_s": round(evo, 1),
-            "plain_forward_images_per_s": round(fwd, 1), "overhead": round(1 - evo / fwd, 3),
-            "load_before": before, "load_after": load()}
+    model(x)
+    fwd_s, evo_s = [], []
+    for _ in range(rounds):
+        sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(generations):
+            model(x)
+        sync(dev)
+        t1 = time.perf_counter()
+        for _ in range(generations):
+            evo.step()
+        sync(dev)
+        fwd_s.append(t1 - t0)
+        evo_s.append(time.perf_counter() - t1)
+    fwd = batch * generations / statistics.median(fwd_s)
+    rate = config.population * generations / statistics.median(evo_s)
+    return {"model": name, "encoding": config.encoding, "population": config.population,
+            "channels": config.image_channels(model), "image_size": list(config.image_size(model)),
+            "generations_timed": [2, 1 + rounds * generations], **evo.describe(),
+            "evaluations_per_s": round(rate, 1), "plain_forward_images_per_s": round(fwd, 1),
+            "overhead": round(1 - rate / fwd, 3), "load_before": before, "load_after": load()}
 
 
 def resnet50(dev: torch.device) -> Classifier:
@@ -141,7 +144,7 @@ def main() -> None:
         throughput("lenet-mnist", lenet, EvolveConfig(population=200), 20),
         throughput("lenet-mnist", lenet, EvolveConfig(encoding="cppn", population=200), 20),
         throughput("resnet50-random", resnet50(dev), EvolveConfig(encoding="cppn", population=32, batch_size=32),
-                   2 if dev.type == "cpu" else 20),
+                   1 if dev.type == "cpu" else 10, rounds=3 if dev.type == "cpu" else 5),
     ]
     print(out["throughput"], flush=True)
     name = f"cpu-{args.threads}thread{'s' if args.threads > 1 else ''}" if dev.type == "cpu" else "cuda"

@@ -127,7 +127,7 @@ def model_view(x: torch.Tensor, input_size: Sequence[int]) -> torch.Tensor:
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
     """What a lossless 8-bit PNG keeps of ``x``: round to multiples of 1/255."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
+    return x.clamp(0, 1).mul_(255).round_().div_(255)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from foolkit.evolve.operators import polynomial_mutation
+from foolkit.evolve.operators import polynomial_mutation_
 
 NUM_INPUTS = 4
 
@@ -143,39 +143,90 @@ def hls_to_rgb(h: torch.Tensor, l: torch.Tensor, s: torch.Tensor) -> torch.Tenso
     return torch.where((s == 0).unsqueeze(-3), l.unsqueeze(-3).expand_as(rgb), rgb)
 
 
+def _mask(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bool mask as 0/1 in ``like``'s dtype (read as ``uint8`` first: bool → float is slow on CPU)."""
+    return m.view(torch.uint8).to(like.dtype)
+
+
+def _activate_groups(z: torch.Tensor, order: torch.Tensor, counts: list[int]) -> None:
+    """In place: rows ``order`` of ``z`` (grouped by activation, ``counts[i]`` rows of
+    activation ``i`` in turn) get their activation; each row is computed once, by its own function."""
+    grouped = z.index_select(0, order)
+    torch.cat([f(part) for f, part in zip(_FUNCS, grouped.split(counts))], out=grouped)
+    z.index_copy_(0, order, grouped)
+
+
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int) -> torch.Tensor:
     """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
 
-    One pass over the node slots; each slot is a batched product over all genomes and pixels.
-    Memory is ``P × (alive slots) × H × W`` floats; chunk the population to bound it.
+    The work is proportional to the nodes genomes actually have, not to the slot capacity:
+
+    1. each genome's live hidden nodes are compacted to the front, in slot order (still a
+       topological order), and the genomes are sorted by how many they have, most first;
+    2. the inputs' contribution to every node of every genome is one matrix product;
+    3. compact step ``j`` adds the contributions of hidden nodes ``0..j-1`` (one batched product)
+       and applies the activations, for the prefix of genomes that have a ``j``-th node only
+       (a view, no copy); the output nodes come last, for every genome.
+
+    Memory is ``P × (most hidden nodes + outputs) × H × W`` floats; chunk the population to bound it.
+    Two host syncs per call (the step sizes), none per node.
     """
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
-    device = w.device
-    weff = torch.where(on & alive[:, :, None] & alive[:, None, :], w, torch.zeros_like(w))
-    incoming = weff.transpose(1, 2).contiguous()  # (P, dst, src): row k holds node k's input weights
-    coords = coordinates(height, width, device)  # (4, X)
-    values = torch.zeros(P, N, height * width, device=device)
-    values[:, :NUM_INPUTS] = coords
-    used = alive.any(0).tolist()  # one host sync per call: skip slots no genome uses
-    for k in range(NUM_INPUTS, N):
-        if not used[k]:
-            continue
-        z = torch.bmm(incoming[:, k:k + 1, :k], values[:, :k]).squeeze(1)  # (P, X)
-        values[:, k] = activate(z, act[:, k])
-    out = (values[:, N - spec.outputs:] + 1.0) * 0.5  # (P, O, X) in [0, 1]
-    out = out.clamp(0.0, 1.0).view(P, spec.outputs, height, width)
-    if spec.outputs == 3:
+    O, X = spec.outputs, height * width
+    dev = w.device
+    _, hidden, _ = spec.kinds(dev)
+    slot = torch.arange(N, device=dev)
+
+    live = alive & hidden
+    count = live.sum(1)
+    by_size = count.argsort(descending=True, stable=True)  # genomes with the most hidden nodes first
+    live, count = live[by_size], count[by_size]
+    M = int(count[0]) if P else 0  # host sync 1
+    # compact order of every genome's nodes: inputs, its live hidden slots ascending, outputs
+    key = torch.where(live, slot, slot + N).masked_fill(~hidden, 3 * N)
+    order = torch.cat([slot[:NUM_INPUTS].expand(P, -1), key.argsort(dim=1)[:, :M],
+                       slot[N - O:].expand(P, -1)], dim=1)  # (P, L), L = 4 + M + O
+    wsorted, on_s, alive_s = w[by_size], on[by_size], alive[by_size]
+    weff = wsorted * _mask(on_s & alive_s[:, :, None] & alive_s[:, None, :], wsorted)
+    L = order.shape[1]
+    weff = weff.gather(1, order[:, :, None].expand(P, L, N)).gather(2, order[:, None, NUM_INPUTS:].expand(P, L, M + O))
+    incoming = weff.transpose(1, 2)  # (P, M + O, L): row j holds compact node j's input weights
+    act_c = act[by_size].gather(1, order[:, NUM_INPUTS:])  # (P, M + O)
+
+    # rows active at each step: the genomes with more than j hidden nodes, then all of them for outputs
+    steps = torch.arange(M + O, device=dev)
+    active = (count[:, None] > steps[None, :]) | (steps[None, :] >= M)
+    keyed = torch.where(active, act_c, torch.full_like(act_c, len(_FUNCS)))  # inactive rows sort last
+    groups = keyed.argsort(dim=0, stable=True)  # (P, M + O): per step, active rows grouped by activation
+    sizes = torch.nn.functional.one_hot(keyed, len(_FUNCS) + 1).sum(0)[:, :len(_FUNCS)].tolist()  # host sync 2
+
+    values = torch.matmul(incoming[:, :, :NUM_INPUTS], coordinates(height, width, dev))  # (P, M + O, X)
+    for j in range(M + O):
+        n = sum(sizes[j])
+        z = values[:n, j]
+        k = min(j, M)  # hidden sources of node j (outputs never feed anything)
+        if k:
+            z += torch.bmm(incoming[:n, j:j + 1, NUM_INPUTS:NUM_INPUTS + k], values[:n, :k]).squeeze(1)
+        _activate_groups(z, groups[:n, j], sizes[j])
+    out = torch.empty(P, O, X, device=dev)
+    out[by_size] = values[:, M:]
+    out = ((out + 1.0) * 0.5).clamp(0.0, 1.0).view(P, O, height, width)
+    if O == 3:
         return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0)
     return out
 
 
 def _pick(candidates: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One uniformly random True position per row of ``candidates`` ``(P, M)`` bool →
-    ``(index (P,), found (P,) bool)`` (index is arbitrary where nothing is found)."""
-    scores = torch.rand(candidates.shape, generator=gen, device=candidates.device)
-    scores = torch.where(candidates, scores, torch.full_like(scores, -1.0))
-    return scores.argmax(dim=1), candidates.any(dim=1)
+    ``(index (P,), found (P,) bool)`` (index is arbitrary where nothing is found). One random
+    number per row: the ``r``-th True position, ``r`` uniform below the row's count."""
+    cum = candidates.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # bool → int directly is slow on CPU
+    count = cum[:, -1]
+    r = (torch.rand(count.shape, generator=gen, device=cum.device) * count).int()
+    r = torch.minimum(r, count - 1).clamp_min(0)
+    index = torch.searchsorted(cum, (r + 1)[:, None]).squeeze(1)
+    return index.clamp_max(candidates.shape[1] - 1), count > 0
 
 
 def _coin(p: float, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -200,24 +251,22 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     dev = w.device
     rows = torch.arange(P, device=dev)
     slot = torch.arange(N, device=dev)
-    allowed = spec.allowed(dev)
     inputs, hidden, _ = spec.kinds(dev)
     wmax = spec.weight_range
 
     # weights and activations
-    w = polynomial_mutation(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen,
-                            mask=on)
+    polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
     resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
     act = torch.where(resample, torch.randint(len(_FUNCS), (P, N), generator=gen, device=dev), act)
 
-    def free_edges() -> torch.Tensor:
-        return allowed & ~on & alive[:, :, None] & alive[:, None, :]
+    # the connections the topology and the live nodes permit (nodes change only further down)
+    live_edges = spec.allowed(dev) & alive[:, :, None] & alive[:, None, :]
 
     def new_weight() -> torch.Tensor:
         return (torch.rand(P, generator=gen, device=dev) * 2 - 1) * wmax
 
     # add connection
-    flat, ok = _pick(free_edges().view(P, -1), gen)
+    flat, ok = _pick((live_edges & ~on).view(P, -1), gen)
     do = _coin(spec.add_connection, P, gen, dev) & ok
     src, dst = flat // N, flat % N
     _set(on, rows, src, dst, True, do)
@@ -228,27 +277,27 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     do = _coin(spec.delete_connection, P, gen, dev) & ok
     _set(on, rows, flat // N, flat % N, False, do)
 
-    # change connection: move one end of an enabled connection, keeping its weight
+    # change connection: move one end of an enabled connection to a free slot, keeping its weight
     flat, ok = _pick(on.view(P, -1), gen)
     src, dst = flat // N, flat % N
     keep_src = _coin(0.5, P, gen, dev)
-    same_end = torch.where(keep_src[:, None, None], slot[None, :, None] == src[:, None, None],
-                           slot[None, None, :] == dst[:, None, None])
-    flat2, ok2 = _pick((free_edges() & same_end).view(P, -1), gen)
+    free = live_edges & ~on
+    ends = torch.where(keep_src[:, None], free[rows, src, :], free[rows, :, dst])  # (P, N) new dst or new src
+    other, ok2 = _pick(ends, gen)
+    new_src, new_dst = torch.where(keep_src, src, other), torch.where(keep_src, other, dst)
     do = _coin(spec.change_connection, P, gen, dev) & ok & ok2
     weight = w[rows, src, dst]
     _set(on, rows, src, dst, False, do)
-    _set(on, rows, flat2 // N, flat2 % N, True, do)
-    _set(w, rows, flat2 // N, flat2 % N, weight, do)
+    _set(on, rows, new_src, new_dst, True, do)
+    _set(w, rows, new_src, new_dst, weight, do)
 
     # add node: split an enabled connection a → b through a free hidden slot a < k < b
-    free = hidden & ~alive
-    cum = free.long().cumsum(dim=1)  # free slots in [0, j]
-    before = torch.cat([torch.zeros(P, 1, dtype=cum.dtype, device=dev), cum[:, :-1]], dim=1)  # in [0, j)
-    between = before[:, None, :] - cum[:, :, None]  # free slots strictly between a and b
-    flat, ok = _pick((on & (between > 0)).view(P, -1), gen)
+    vacant = hidden & ~alive
+    cum = vacant.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # vacant slots in [0, j]
+    before = cum - vacant.view(torch.uint8)  # vacant slots in [0, j)
+    flat, ok = _pick((on & (before[:, None, :] > cum[:, :, None])).view(P, -1), gen)  # some vacancy strictly between
     a, b = flat // N, flat % N
-    k, ok2 = _pick(free & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), gen)
+    k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), gen)
     do = _coin(spec.add_node, P, gen, dev) & ok & ok2
     weight = w[rows, a, b]
     _set(on, rows, a, b, False, do)
@@ -259,15 +308,13 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     _set(alive, rows, k, None, True, do)
     _set(act, rows, k, None, torch.randint(len(_FUNCS), (P,), generator=gen, device=dev), do)
 
-    # delete node
+    # delete node (its connections go with the clean-up below)
     k, ok = _pick(alive & hidden, gen)
     do = _coin(spec.delete_node, P, gen, dev) & ok
     _set(alive, rows, k, None, False, do)
-    touches = (slot[None, :, None] == k[:, None, None]) | (slot[None, None, :] == k[:, None, None])
-    on &= ~(do[:, None, None] & touches)
 
-    on &= allowed & alive[:, :, None] & alive[:, None, :]
-    return {"w": torch.where(on, w, torch.zeros_like(w)), "on": on, "act": act, "alive": alive}
+    on &= spec.allowed(dev) & alive[:, :, None] & alive[:, None, :]
+    return {"w": w * _mask(on, w), "on": on, "act": act, "alive": alive}
 
 
 def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, float]:

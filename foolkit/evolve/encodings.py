@@ -7,7 +7,9 @@ axis, so slicing, concatenating, archiving and checkpointing are the same for ev
 - ``sample(n, gen) -> Genomes``: ``n`` random genomes;
 - ``decode(genomes) -> (P, C, H, W)`` images in [0, 1] (one batched tensor operation);
 - ``mutate(genomes, gen, generation) -> Genomes`` and ``mate(a, b, gen) -> (a, b)`` (or
-  ``crossover = False``): vectorised over the whole batch.
+  ``crossover = False``): vectorised over the whole batch. As in DEAP, variation may work in
+  place on its arguments (use what it returns); :meth:`MapElites.ask` hands it copies of the
+  parents, so the archive is never touched.
 
 :class:`DirectEncoding` has one gene per pixel; :class:`CPPNEncoding` wraps :mod:`foolkit.evolve.cppn`.
 """
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from foolkit.evolve import cppn
-from foolkit.evolve.operators import polynomial_mutation, sbx_crossover
+from foolkit.evolve.operators import polynomial_mutation_, sbx_crossover_
 
 Genomes = dict[str, torch.Tensor]
 
@@ -45,26 +47,32 @@ def rate_scale(generation: int, halve_every: int) -> float:
     return 0.5 ** ((generation - 1) // halve_every) if halve_every > 0 else 1.0
 
 
-def smooth_mutation(x: torch.Tensor, *, prob: float, sigma: float, cells: Sequence[int],
-                    gen: torch.Generator) -> torch.Tensor:
-    """Add a spatially smooth perturbation to a fraction ``prob`` of the images ``(P, C, H, W)``:
-    Gaussian noise (std ``sigma``) on a ``g × g`` grid, bilinearly upsampled, ``g`` drawn per image
-    from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once, which per-pixel
-    mutation needs many generations for."""
+def bilinear_matrix(size: int, cells: int, device: torch.device | str) -> torch.Tensor:
+    """``(size, cells)``: bilinear upsampling along one axis as a matrix (``align_corners=False``),
+    so upsampling a batch of grids is two small matrix products, ``A_h @ grid @ A_wᵀ``."""
+    eye = torch.eye(cells, device=device).view(1, 1, cells, cells)
+    return torch.nn.functional.interpolate(eye, size=(size, cells), mode="bilinear", align_corners=False)[0, 0]
+
+
+def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Sequence[int],
+                     gen: torch.Generator) -> torch.Tensor:
+    """Add a spatially smooth perturbation to a fraction ``prob`` of the images ``(P, C, H, W)``,
+    in place: Gaussian noise (std ``sigma``) on a ``g × g`` grid, bilinearly upsampled, ``g``
+    drawn per image from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once,
+    which per-pixel mutation needs many generations for. Returns ``x``."""
     P, C, H, W = x.shape
     rows = (torch.rand(P, generator=gen, device=x.device) < prob).nonzero().flatten()
     if rows.numel() == 0:
         return x
     n = rows.numel()
     which = torch.randint(len(cells), (n, 1, 1, 1), generator=gen, device=x.device)
-    delta = torch.zeros((n, C, H, W), device=x.device, dtype=x.dtype)
+    delta = x[rows]
     for i, g in enumerate(cells):
-        coarse = torch.randn((n, C, g, g), generator=gen, device=x.device) * sigma
-        up = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
-        delta = torch.where(which == i, up, delta) if len(cells) > 1 else up
-    out = x.clone()
-    out[rows] = (x[rows] + delta).clamp(0.0, 1.0)
-    return out
+        coarse = torch.randn((n, C, g, g), generator=gen, device=x.device, dtype=x.dtype) * sigma
+        up = bilinear_matrix(H, g, x.device) @ coarse @ bilinear_matrix(W, g, x.device).T
+        delta += up if len(cells) == 1 else up * (which == i)
+    x[rows] = delta.clamp_(0.0, 1.0)
+    return x
 
 
 class DirectEncoding:
@@ -109,15 +117,15 @@ class DirectEncoding:
             shape = (x.shape[0],) + (1,) * (x.dim() - 1)
             r = torch.rand(shape, generator=gen, device=x.device) * 2 - 1
             eta = (self.mutation_eta + 1.0) * torch.exp(r * self.eta_spread) - 1.0
-        x = polynomial_mutation(x, rate=rate, eta=eta, low=0.0, up=1.0, gen=gen)
+        polynomial_mutation_(x, rate=rate, eta=eta, low=0.0, up=1.0, gen=gen)
         if self.smooth_prob > 0:
-            x = smooth_mutation(x, prob=self.smooth_prob, sigma=self.smooth_sigma, cells=self.smooth_cells, gen=gen)
-        return {"pixels": x}
+            smooth_mutation_(x, prob=self.smooth_prob, sigma=self.smooth_sigma, cells=self.smooth_cells, gen=gen)
+        return genomes
 
     def mate(self, a: Genomes, b: Genomes, gen: torch.Generator) -> tuple[Genomes, Genomes]:
-        ca, cb = sbx_crossover(a["pixels"], b["pixels"], eta=self.crossover_eta, low=0.0, up=1.0, gen=gen,
-                               pair_prob=self.crossover_prob)
-        return {"pixels": ca}, {"pixels": cb}
+        sbx_crossover_(a["pixels"], b["pixels"], eta=self.crossover_eta, low=0.0, up=1.0, gen=gen,
+                       pair_prob=self.crossover_prob)
+        return a, b
 
     def describe(self, genomes: Genomes) -> dict[str, float]:
         return {}

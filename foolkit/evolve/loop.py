@@ -107,7 +107,7 @@ class MapElites:
         n = self.config.population
         if self.archive.genomes is None or not bool(self.archive.occupied.any()):
             return self.toolbox.sample(n)
-        parents = self.toolbox.select(n)
+        parents = self.toolbox.select(n)  # copies of the elites: variation may work on them in place
         if self.encoding.crossover:
             half = n // 2
             a, b = self.toolbox.mate(take(parents, slice(0, half)), take(parents, slice(half, 2 * half)))

@@ -22,18 +22,19 @@ def test_direct_sample_decode_mutate_mate() -> None:
     assert x.shape == (6, 3, 20, 24) and x.min() >= 0 and x.max() <= 1
     assert torch.equal(x, enc.decode(enc.sample(6, gen(0))))
     assert not torch.equal(x, enc.decode(enc.sample(6, gen(1))))
-    m = enc.mutate(g, gen(2), generation=1)
+    m = enc.mutate({"pixels": x.clone()}, gen(2), generation=1)  # variation works in place, on copies
     assert m["pixels"].shape == x.shape and not torch.equal(m["pixels"], x)
-    assert torch.equal(m["pixels"], enc.mutate(g, gen(2), generation=1)["pixels"])
-    a, b = enc.mate({"pixels": x[:3]}, {"pixels": x[3:]}, gen(3))
+    assert torch.equal(m["pixels"], enc.mutate({"pixels": x.clone()}, gen(2), generation=1)["pixels"])
+    a, b = enc.mate({"pixels": x[:3].clone()}, {"pixels": x[3:].clone()}, gen(3))
     assert a["pixels"].shape == (3, 3, 20, 24)
+    assert not torch.equal(torch.cat([a["pixels"], b["pixels"]]), x)
 
 
 def test_direct_rate_halving() -> None:
     enc = DirectEncoding(channels=1, size=(28, 28), halve_every=10, smooth_prob=0.0)
     g = {"pixels": torch.full((40, 1, 28, 28), 0.5)}
-    early = (enc.mutate(g, gen(0), generation=1)["pixels"] != 0.5).float().mean().item()
-    late = (enc.mutate(g, gen(0), generation=21)["pixels"] != 0.5).float().mean().item()
+    early = (enc.mutate({"pixels": g["pixels"].clone()}, gen(0), generation=1)["pixels"] != 0.5).float().mean().item()
+    late = (enc.mutate({"pixels": g["pixels"].clone()}, gen(0), generation=21)["pixels"] != 0.5).float().mean().item()
     assert abs(early - 0.1) < 0.02 and abs(late - 0.025) < 0.01
 
 
@@ -92,3 +93,51 @@ def test_activation_per_genome() -> None:
     for i, f in enumerate(cppn.ACTIVATIONS.values()):
         assert torch.allclose(out[i], f(z[i]))
     assert out.min() >= -1 and out.max() <= 1
+
+
+def _render_one_by_one(genomes: dict[str, torch.Tensor], spec: cppn.CPPNSpec, h: int, w: int) -> torch.Tensor:
+    """Oracle: evaluate each genome alone, node by node in slot order, straight from the definition."""
+    coords = cppn.coordinates(h, w, "cpu")
+    funcs = list(cppn.ACTIVATIONS.values())
+    out = []
+    for p in range(genomes["act"].shape[0]):
+        wt, on, act, alive = (genomes[k][p] for k in ("w", "on", "act", "alive"))
+        values: dict[int, torch.Tensor] = {i: coords[i] for i in range(cppn.NUM_INPUTS)}
+        for k in range(cppn.NUM_INPUTS, spec.nodes):
+            if not alive[k]:
+                continue
+            z = torch.zeros(h * w)
+            for src, v in values.items():
+                if on[src, k]:
+                    z = z + wt[src, k] * v
+            values[k] = funcs[int(act[k])](z)
+        outs = torch.stack([values[k] for k in range(spec.nodes - spec.outputs, spec.nodes)])
+        out.append(((outs + 1) / 2).clamp(0, 1).view(spec.outputs, h, w))
+    img = torch.stack(out)
+    return cppn.hls_to_rgb(img[:, 0], img[:, 1], img[:, 2]).clamp(0, 1) if spec.outputs == 3 else img
+
+
+def test_cppn_render_matches_one_by_one_evaluation() -> None:
+    """The compacted, size-sorted batched render equals evaluating every genome on its own."""
+    for outputs in (1, 3):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
+        g = cppn.sample(spec, 24, gen(0), "cpu")
+        for i in range(25):
+            g = cppn.mutate(g, spec, gen(100 + i))
+        hidden = g["alive"].sum(1) - cppn.NUM_INPUTS - outputs
+        assert hidden.min() < hidden.max() and hidden.max() >= 3  # mixed sizes: the sorting and prefixes matter
+        assert torch.allclose(cppn.render(g, spec, 9, 11), _render_one_by_one(g, spec, 9, 11), atol=1e-5)
+
+
+def test_cppn_pick_is_uniform_over_candidates() -> None:
+    g = gen(0)
+    cand = torch.rand(5, 12, generator=g) < 0.4
+    cand[4] = False
+    hits = torch.zeros(5, 12)
+    for _ in range(6000):
+        idx, found = cppn._pick(cand, g)
+        assert torch.equal(found, cand.any(1))
+        hits[torch.arange(4), idx[:4]] += 1
+    assert (hits[:4][~cand[:4]] == 0).all()  # only candidates are ever picked
+    expect = 6000 / cand[:4].sum(1, keepdim=True).float()
+    assert ((hits[:4] - expect).abs()[cand[:4]] < 5 * expect.sqrt().expand(4, 12)[cand[:4]]).all()

@@ -9,7 +9,8 @@ import pytest
 import torch
 from deap import tools
 
-from foolkit.evolve.operators import polynomial_mutation, polynomial_step, sbx_crossover, sbx_step
+from foolkit.evolve.operators import (bernoulli_indices, polynomial_mutation_, polynomial_step, power, sbx_crossover_,
+                                      sbx_step, select)
 
 
 class _Feed:
@@ -39,8 +40,8 @@ def test_polynomial_matches_deap(monkeypatch: pytest.MonkeyPatch, eta: float) ->
 
 def test_polynomial_bounds_rate_and_determinism() -> None:
     x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    a = polynomial_mutation(x, rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
-    b = polynomial_mutation(x, rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
+    a = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
+    b = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     changed = (a != x).float().mean().item()
     assert 0.08 < changed < 0.12  # per-gene rate 0.1
@@ -70,8 +71,53 @@ def test_sbx_matches_deap(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_sbx_crossover_rates_and_bounds() -> None:
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(50, 100, generator=g), torch.rand(50, 100, generator=g)
-    ca, cb = sbx_crossover(a, b, eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=1.0)
+    ca, cb = sbx_crossover_(a.clone(), b.clone(), eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=1.0)
     assert ca.min() >= 0 and cb.max() <= 1
     assert 0.45 < (ca != a).float().mean().item() < 0.55  # DEAP's per-gene probability 0.5
-    na, nb = sbx_crossover(a, b, eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=0.0)
+    na, nb = sbx_crossover_(a.clone(), b.clone(), eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=0.0)
     assert torch.equal(na, a) and torch.equal(nb, b)
+
+
+@pytest.mark.parametrize("p", [0.003, 0.1, 0.5, 0.9])
+def test_bernoulli_indices_are_independent_trials(p: float) -> None:
+    """Geometric gaps give the same law as one coin per position: each position is picked with
+    probability p, independently of its neighbour; indices ascend, unique, in range."""
+    g = torch.Generator().manual_seed(0)
+    n, reps = 40, 4000
+    hits = torch.zeros(n)
+    pairs = 0.0
+    for _ in range(reps):
+        idx = bernoulli_indices(n, p, g, "cpu")
+        assert (idx[1:] > idx[:-1]).all() and (idx.numel() == 0 or (idx.min() >= 0 and idx.max() < n))
+        mask = torch.zeros(n)
+        mask[idx] = 1
+        hits += mask
+        pairs += float((mask[:-1] * mask[1:]).mean())
+    sd = (p * (1 - p) / reps) ** 0.5
+    assert ((hits / reps - p).abs() < 5 * sd + 1e-9).all()
+    assert abs(pairs / reps - p * p) < 5 * (p * p * (1 - p * p) / reps / 8) ** 0.5 + 1e-9
+
+
+def test_bernoulli_indices_edges_rounds_and_seed() -> None:
+    g = torch.Generator().manual_seed(1)
+    assert bernoulli_indices(100, 0.0, g, "cpu").numel() == 0
+    assert torch.equal(bernoulli_indices(7, 1.0, g, "cpu"), torch.arange(7))
+    assert bernoulli_indices(0, 0.5, g, "cpu").numel() == 0
+    a = bernoulli_indices(100_000, 0.1, torch.Generator().manual_seed(2), "cpu")
+    assert torch.equal(a, bernoulli_indices(100_000, 0.1, torch.Generator().manual_seed(2), "cpu"))
+    assert abs(a.numel() - 10_000) < 5 * 95
+    # many small rounds (bounded memory) give the same law
+    b = bernoulli_indices(100_000, 0.1, g, "cpu", chunk=64)
+    assert (b[1:] > b[:-1]).all() and b.max() < 100_000 and abs(b.numel() - 10_000) < 5 * 95
+    assert abs(float(b.float().mean()) - 50_000) < 1_500  # spread over the whole range
+
+
+def test_select_and_power_match_where_and_pow() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    c = torch.rand(1000, generator=g) < 0.3
+    assert torch.equal(select(c, a, b), torch.where(c, a, b))  # exact, not just close
+    x = torch.rand(1000, generator=g, dtype=torch.float64)
+    x[:3] = torch.tensor([0.0, 1.0, 1e-300], dtype=torch.float64)
+    for e in (16.0, 1 / 16, -11.0):
+        assert torch.allclose(power(x, e), x ** e, rtol=1e-12, atol=0)
