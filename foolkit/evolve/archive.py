@@ -87,7 +87,7 @@ class Archive:
         if cells.numel():
             rows = take(genomes, arg[cells])
             for k, v in rows.items():
-                self.genomes[k][cells] = v
+                self.genomes[k].index_copy_(0, cells, v)
         self.fitness = torch.where(improved, best, self.fitness)
         self.found = torch.where(improved, torch.full_like(self.found, generation), self.found)
         return ArchiveUpdate(improved=improved, source=source, gain=gain)

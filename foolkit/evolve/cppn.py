@@ -10,17 +10,17 @@ every genome is slot ``k`` of a fixed-capacity, topologically ordered graph::
     "alive" (P, N)    bool   node exists (inputs and outputs always do)
 
 Because connections only run from lower to higher slots, evaluating slots in order is a
-topological sort for every genome at once: :func:`render` walks the N slots (a Python loop over
-*nodes*, never over genomes or pixels) and each step is one batched matrix product over all
-genomes and pixels. Inputs are the pixel's x, y, distance from the centre and a bias, all in
+topological sort for every genome at once: :func:`render` walks each genome's live nodes in
+slot order (a Python loop over *nodes*, never over genomes or pixels), and each step is one
+batched matrix product over the genomes that have that many nodes and all pixels. Inputs are the pixel's x, y, distance from the centre and a bias, all in
 [-1, 1] (the original code fed raw pixel indices; REFERENCES.md), so a genome renders the same
 picture at any resolution.
 
 Mutations follow the paper's Sferes settings (REFERENCES.md): polynomial weight mutation
 (p = 0.1, η = 15, weights in [-10, 10]), activation resampling (p = 0.1 per node), and per
 genome add connection 0.5, delete connection 0.3, change connection 0.5, add node 0.5, delete
-node 0.2. Each structural mutation is applied to every genome at once by scoring all candidate
-edges / slots with random numbers and taking the argmax.
+node 0.2. Each structural mutation picks its edge or slot for every genome at once (one random
+number per genome, :func:`_pick`) and then edits only the genomes that take it.
 """
 
 from __future__ import annotations
@@ -62,6 +62,15 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "abs": _abs,
 }
 _FUNCS = list(ACTIVATIONS.values())
+#: the same functions, in place (the render's hot loop: no allocation per group); checked against ACTIVATIONS
+_IN_PLACE: list[Callable[[torch.Tensor], torch.Tensor]] = [
+    torch.Tensor.sin_,
+    lambda t: t.sigmoid_().mul_(2.0).sub_(1.0),  # as tanh(z / 2), faster
+    lambda t: t.square_().neg_().exp_().mul_(2.0).sub_(1.0),
+    lambda t: t.clamp_(-1.0, 1.0),
+    torch.Tensor.cos_,
+    lambda t: t.abs_().clamp_(max=1.0),
+]
 
 
 @dataclass(frozen=True)
@@ -122,10 +131,7 @@ def coordinates(height: int, width: int, device: torch.device | str) -> torch.Te
 def activate(z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     """Apply each row's activation: ``z`` ``(P, X)``, ``act`` ``(P,)`` → ``(P, X)`` in [-1, 1]."""
     out = torch.empty_like(z)
-    for i, f in enumerate(_FUNCS):
-        rows = (act == i).nonzero().flatten()  # each row is computed once, by its own function
-        if rows.numel():
-            out[rows] = f(z[rows])
+    _activate_groups(z, out, act.argsort(stable=True), torch.bincount(act, minlength=len(_FUNCS)).tolist())
     return out
 
 
@@ -148,12 +154,14 @@ def _mask(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return m.view(torch.uint8).to(like.dtype)
 
 
-def _activate_groups(z: torch.Tensor, order: torch.Tensor, counts: list[int]) -> None:
-    """In place: rows ``order`` of ``z`` (grouped by activation, ``counts[i]`` rows of
-    activation ``i`` in turn) get their activation; each row is computed once, by its own function."""
+def _activate_groups(z: torch.Tensor, dst: torch.Tensor, order: torch.Tensor, counts: list[int]) -> None:
+    """``dst[order] = activation(z[order])``: rows ``order`` of ``z`` are grouped by activation
+    (``counts[i]`` rows of activation ``i`` in turn), so each row is computed once, by its own function."""
     grouped = z.index_select(0, order)
-    torch.cat([f(part) for f, part in zip(_FUNCS, grouped.split(counts))], out=grouped)
-    z.index_copy_(0, order, grouped)
+    for f, part in zip(_IN_PLACE, grouped.split(counts)):
+        if part.numel():
+            f(part)
+    dst.index_copy_(0, order, grouped)
 
 
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int) -> torch.Tensor:
@@ -181,18 +189,18 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     live = alive & hidden
     count = live.sum(1)
     by_size = count.argsort(descending=True, stable=True)  # genomes with the most hidden nodes first
-    live, count = live[by_size], count[by_size]
+    live, count = live.index_select(0, by_size), count.index_select(0, by_size)
     M = int(count[0]) if P else 0  # host sync 1
     # compact order of every genome's nodes: inputs, its live hidden slots ascending, outputs
     key = torch.where(live, slot, slot + N).masked_fill(~hidden, 3 * N)
     order = torch.cat([slot[:NUM_INPUTS].expand(P, -1), key.argsort(dim=1)[:, :M],
                        slot[N - O:].expand(P, -1)], dim=1)  # (P, L), L = 4 + M + O
-    wsorted, on_s, alive_s = w[by_size], on[by_size], alive[by_size]
-    weff = wsorted * _mask(on_s & alive_s[:, :, None] & alive_s[:, None, :], wsorted)
-    L = order.shape[1]
-    weff = weff.gather(1, order[:, :, None].expand(P, L, N)).gather(2, order[:, None, NUM_INPUTS:].expand(P, L, M + O))
-    incoming = weff.transpose(1, 2)  # (P, M + O, L): row j holds compact node j's input weights
-    act_c = act[by_size].gather(1, order[:, NUM_INPUTS:])  # (P, M + O)
+    # incoming[p, j, i]: weight into compact node 4 + j from compact node i, one gather from (P, N, N)
+    g, src, dst = by_size[:, None, None], order[:, None, :], order[:, NUM_INPUTS:, None]
+    live_c = alive.index_select(0, by_size).gather(1, order)  # (P, L), L = 4 + M + O
+    enabled = on[g, src, dst] & live_c[:, None, :] & live_c[:, NUM_INPUTS:, None]
+    incoming = w[g, src, dst] * _mask(enabled, w)  # (P, M + O, L)
+    act_c = act.index_select(0, by_size).gather(1, order[:, NUM_INPUTS:])  # (P, M + O)
 
     # rows active at each step: the genomes with more than j hidden nodes, then all of them for outputs
     steps = torch.arange(M + O, device=dev)
@@ -208,9 +216,9 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         k = min(j, M)  # hidden sources of node j (outputs never feed anything)
         if k:
             z += torch.bmm(incoming[:n, j:j + 1, NUM_INPUTS:NUM_INPUTS + k], values[:n, :k]).squeeze(1)
-        _activate_groups(z, groups[:n, j], sizes[j])
+        _activate_groups(z, z, groups[:n, j], sizes[j])
     out = torch.empty(P, O, X, device=dev)
-    out[by_size] = values[:, M:]
+    out.index_copy_(0, by_size, values[:, M:])
     out = ((out + 1.0) * 0.5).clamp(0.0, 1.0).view(P, O, height, width)
     if O == 3:
         return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0)
@@ -233,12 +241,10 @@ def _coin(p: float, n: int, gen: torch.Generator, device: torch.device) -> torch
     return torch.rand(n, generator=gen, device=device) < p
 
 
-def _set(t: torch.Tensor, rows: torch.Tensor, i: torch.Tensor, j: torch.Tensor | None, value: torch.Tensor | float,
-         where: torch.Tensor) -> None:
-    """``t[r, i(, j)] = value`` for the rows where ``where`` holds (in place, no host sync)."""
-    idx = (rows, i) if j is None else (rows, i, j)
-    value = torch.as_tensor(value, dtype=t.dtype, device=t.device)
-    t[idx] = torch.where(where, value, t[idx])
+def _takers(p: float, possible: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Indices of the genomes that take a mutation: a coin with probability ``p`` per genome,
+    where the mutation is ``possible``. (One host sync; the edits then touch only these rows.)"""
+    return (_coin(p, possible.shape[0], gen, possible.device) & possible).nonzero().squeeze(1)
 
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
@@ -260,60 +266,59 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     act = torch.where(resample, torch.randint(len(_FUNCS), (P, N), generator=gen, device=dev), act)
 
     # the connections the topology and the live nodes permit (nodes change only further down)
-    live_edges = spec.allowed(dev) & alive[:, :, None] & alive[:, None, :]
+    allowed = spec.allowed(dev)
+    live_edges = allowed & alive[:, :, None] & alive[:, None, :]
 
-    def new_weight() -> torch.Tensor:
-        return (torch.rand(P, generator=gen, device=dev) * 2 - 1) * wmax
+    w_flat, on_flat = w.view(P, N * N), on.view(P, N * N)  # views: edge src → dst is column src·N + dst
 
     # add connection
-    flat, ok = _pick((live_edges & ~on).view(P, -1), gen)
-    do = _coin(spec.add_connection, P, gen, dev) & ok
-    src, dst = flat // N, flat % N
-    _set(on, rows, src, dst, True, do)
-    _set(w, rows, src, dst, new_weight(), do)
+    edge, ok = _pick((live_edges & ~on).view(P, -1), gen)
+    r = _takers(spec.add_connection, ok, gen)
+    on_flat[r, edge[r]] = True
+    w_flat[r, edge[r]] = (torch.rand(r.numel(), generator=gen, device=dev) * 2 - 1) * wmax
 
     # delete connection
-    flat, ok = _pick(on.view(P, -1), gen)
-    do = _coin(spec.delete_connection, P, gen, dev) & ok
-    _set(on, rows, flat // N, flat % N, False, do)
+    edge, ok = _pick(on_flat, gen)
+    r = _takers(spec.delete_connection, ok, gen)
+    on_flat[r, edge[r]] = False
 
     # change connection: move one end of an enabled connection to a free slot, keeping its weight
-    flat, ok = _pick(on.view(P, -1), gen)
-    src, dst = flat // N, flat % N
+    edge, ok = _pick(on_flat, gen)
+    src, dst = edge // N, edge % N
     keep_src = _coin(0.5, P, gen, dev)
     free = live_edges & ~on
     ends = torch.where(keep_src[:, None], free[rows, src, :], free[rows, :, dst])  # (P, N) new dst or new src
     other, ok2 = _pick(ends, gen)
-    new_src, new_dst = torch.where(keep_src, src, other), torch.where(keep_src, other, dst)
-    do = _coin(spec.change_connection, P, gen, dev) & ok & ok2
-    weight = w[rows, src, dst]
-    _set(on, rows, src, dst, False, do)
-    _set(on, rows, new_src, new_dst, True, do)
-    _set(w, rows, new_src, new_dst, weight, do)
+    moved = torch.where(keep_src, src * N + other, other * N + dst)
+    r = _takers(spec.change_connection, ok & ok2, gen)
+    old, new = edge[r], moved[r]
+    w_flat[r, new] = w_flat[r, old]
+    on_flat[r, old] = False
+    on_flat[r, new] = True
 
     # add node: split an enabled connection a → b through a free hidden slot a < k < b
     vacant = hidden & ~alive
     cum = vacant.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # vacant slots in [0, j]
     before = cum - vacant.view(torch.uint8)  # vacant slots in [0, j)
-    flat, ok = _pick((on & (before[:, None, :] > cum[:, :, None])).view(P, -1), gen)  # some vacancy strictly between
-    a, b = flat // N, flat % N
+    edge, ok = _pick((on & (before[:, None, :] > cum[:, :, None])).view(P, -1), gen)  # some vacancy strictly between
+    a, b = edge // N, edge % N
     k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), gen)
-    do = _coin(spec.add_node, P, gen, dev) & ok & ok2
-    weight = w[rows, a, b]
-    _set(on, rows, a, b, False, do)
-    _set(on, rows, a, k, True, do)
-    _set(w, rows, a, k, 1.0, do)
-    _set(on, rows, k, b, True, do)
-    _set(w, rows, k, b, weight, do)
-    _set(alive, rows, k, None, True, do)
-    _set(act, rows, k, None, torch.randint(len(_FUNCS), (P,), generator=gen, device=dev), do)
+    r = _takers(spec.add_node, ok & ok2, gen)
+    a, b, k = a[r], b[r], k[r]
+    w[r, k, b] = w[r, a, b]
+    w[r, a, k] = 1.0
+    on[r, a, b] = False
+    on[r, a, k] = True
+    on[r, k, b] = True
+    alive[r, k] = True
+    act[r, k] = torch.randint(len(_FUNCS), (r.numel(),), generator=gen, device=dev)
 
     # delete node (its connections go with the clean-up below)
     k, ok = _pick(alive & hidden, gen)
-    do = _coin(spec.delete_node, P, gen, dev) & ok
-    _set(alive, rows, k, None, False, do)
+    r = _takers(spec.delete_node, ok, gen)
+    alive[r, k[r]] = False
 
-    on &= spec.allowed(dev) & alive[:, :, None] & alive[:, None, :]
+    on &= allowed & alive[:, :, None] & alive[:, None, :]
     return {"w": w * _mask(on, w), "on": on, "act": act, "alive": alive}
 
 

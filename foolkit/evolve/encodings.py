@@ -28,6 +28,8 @@ Genomes = dict[str, torch.Tensor]
 
 def take(genomes: Genomes, index: torch.Tensor | slice) -> Genomes:
     """Rows ``index`` of every tensor."""
+    if isinstance(index, torch.Tensor):  # index_select: several times faster than v[index] on CPU
+        return {k: v.index_select(0, index) for k, v in genomes.items()}
     return {k: v[index] for k, v in genomes.items()}
 
 
@@ -66,12 +68,12 @@ def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Seque
         return x
     n = rows.numel()
     which = torch.randint(len(cells), (n, 1, 1, 1), generator=gen, device=x.device)
-    delta = x[rows]
+    delta = x.index_select(0, rows)
     for i, g in enumerate(cells):
         coarse = torch.randn((n, C, g, g), generator=gen, device=x.device, dtype=x.dtype) * sigma
         up = bilinear_matrix(H, g, x.device) @ coarse @ bilinear_matrix(W, g, x.device).T
         delta += up if len(cells) == 1 else up * (which == i)
-    x[rows] = delta.clamp_(0.0, 1.0)
+    x.index_copy_(0, rows, delta.clamp_(0.0, 1.0))
     return x
 
 

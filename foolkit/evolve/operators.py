@@ -94,12 +94,12 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
     """
     flat = _flat(x)
     pick = bernoulli_indices(flat.numel(), rate, gen, x.device)
-    values = flat[pick]
-    eta_v = eta.expand_as(x).reshape(-1)[pick] if isinstance(eta, torch.Tensor) else eta
+    values = flat.index_select(0, pick)  # index_select / index_copy_: several times faster than x[idx] on CPU
+    eta_v = eta.expand_as(x).reshape(-1).index_select(0, pick) if isinstance(eta, torch.Tensor) else eta
     new = polynomial_step(values, uniform_like(values, gen), eta=eta_v, low=low, up=up)
     if mask is not None:  # masked-out genes keep their value (no boolean indexing: nonzero is slow on CPU)
-        new = select(mask.expand_as(x).reshape(-1)[pick], new, values)
-    flat[pick] = new
+        new = select(mask.expand_as(x).reshape(-1).index_select(0, pick), new, values)
+    flat.index_copy_(0, pick, new)
     return x
 
 
@@ -138,12 +138,12 @@ def sbx_crossover_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, 
     rows = (torch.rand(a.shape[0], generator=gen, device=a.device) < pair_prob).nonzero().flatten()
     if rows.numel() == 0:
         return a, b
-    pa, pb = a[rows].view(-1), b[rows].view(-1)
+    pa, pb = a.index_select(0, rows).view(-1), b.index_select(0, rows).view(-1)
     genes = bernoulli_indices(pa.numel(), gene_prob, gen, a.device)
-    ga, gb = pa[genes], pb[genes]
+    ga, gb = pa.index_select(0, genes), pb.index_select(0, genes)
     u = uniform_like(ga, gen)
     swap = uniform_like(ga, gen) <= 0.5
-    pa[genes], pb[genes] = sbx_step(ga, gb, u, swap, eta=eta, low=low, up=up)
-    a[rows] = pa.view(-1, *a.shape[1:])
-    b[rows] = pb.view(-1, *b.shape[1:])
+    ca, cb = sbx_step(ga, gb, u, swap, eta=eta, low=low, up=up)
+    a.index_copy_(0, rows, pa.index_copy_(0, genes, ca).view(-1, *a.shape[1:]))
+    b.index_copy_(0, rows, pb.index_copy_(0, genes, cb).view(-1, *b.shape[1:]))
     return a, b
