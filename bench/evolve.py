@@ -124,7 +124,8 @@ def main() -> None:
                             f"CPU, {args.threads} cores ({platform.processor() or platform.machine()})"),
                  "torch": torch.__version__, "threads": args.threads,
                  "load_at_start": load(),
-                 "shared_machine_note": ("the machine was busy (see load averages): timings are inflated by "
+                 "shared_machine_note": ("the machine was busy (see load averages; the benchmark itself adds "
+                                         "its thread count): timings are inflated by "
                                          "contention; with 2 torch threads on an oversubscribed machine OpenMP "
                                          "barriers make small elementwise ops 10-30x slower, so 1 thread is faster there"
                                          if os.getloadavg()[0] > 1.5 else "the machine was otherwise idle"),
@@ -154,7 +155,7 @@ def main() -> None:
         throughput("lenet-mnist", lenet, EvolveConfig(population=200), 20),
         throughput("lenet-mnist", lenet, EvolveConfig(encoding="cppn", population=200), 20),
         throughput("resnet50-random", resnet50(dev), EvolveConfig(encoding="cppn", population=32, batch_size=32),
-                   1 if dev.type == "cpu" else 10, rounds=3 if dev.type == "cpu" else 9),
+                   2 if dev.type == "cpu" else 10, rounds=5 if dev.type == "cpu" else 9),
     ]
     print(out["throughput"], flush=True)
     name = f"cpu-{args.threads}thread{'s' if args.threads > 1 else ''}" if dev.type == "cpu" else "cuda"

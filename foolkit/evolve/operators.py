@@ -5,7 +5,14 @@ populations at once in torch.
 The formulas are DEAP's, gene for gene (the tests feed both the same random numbers); only
 the loop over genes and individuals is replaced by tensor operations, which is what makes a
 population of 256×256×3 genomes affordable. Random numbers come from an explicit
-``torch.Generator`` on the genomes' device.
+``torch.Generator`` on the genomes' device. As in DEAP, the operators vary their arguments in
+place (trailing underscore); the caller hands them copies.
+
+Measured on CPU (torch 2.14), these kernels are several times slower than their alternatives
+and the hot paths avoid them: ``torch.where`` (→ :func:`select`), bool → float conversion
+(read the mask as ``uint8`` first), ``pow`` (→ :func:`power`), ``nonzero`` and boolean masks
+(→ :func:`bernoulli_indices`), and ``x[idx]`` / ``x[idx] = v`` (→ ``index_select`` /
+``index_copy_``). The replacements compute the same values on any device.
 """
 
 from __future__ import annotations
