@@ -112,6 +112,7 @@ class DirectEncoding:
         return genomes["pixels"]
 
     def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int) -> Genomes:
+        """Polynomial mutation (then the smooth perturbation), in place; returns ``genomes``."""
         x = genomes["pixels"]
         rate = self.mutation_rate * rate_scale(generation, self.halve_every)
         eta: float | torch.Tensor = self.mutation_eta
@@ -125,6 +126,7 @@ class DirectEncoding:
         return genomes
 
     def mate(self, a: Genomes, b: Genomes, gen: torch.Generator) -> tuple[Genomes, Genomes]:
+        """SBX crossover of the pairs ``(a[i], b[i])``, in place; returns ``(a, b)``."""
         sbx_crossover_(a["pixels"], b["pixels"], eta=self.crossover_eta, low=0.0, up=1.0, gen=gen,
                        pair_prob=self.crossover_prob)
         return a, b
