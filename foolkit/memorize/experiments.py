@@ -243,6 +243,16 @@ def _save_fig(fig: Any, path: Path) -> str:
     return str(path)
 
 
+def _finish_panel(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str) -> str:
+    """Label, title, legend and grid one Figure-1 panel, then save it atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save_fig(fig, path)
+
+
 def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "",
                  prefix: str = "fig1") -> dict[str, str]:
     """Zhang et al.'s figure 1 from run records: (a) training loss against steps per variant,
@@ -261,12 +271,8 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
         steps = [h["step"] for h in r["history"]]
         ax.plot(steps, [h["train_loss"] for h in r["history"]], label=r["variant"], lw=2.2 if i == 0 else 1.6,
                 ls=styles[i % len(styles)])
-    ax.set_xlabel("training steps")
-    ax.set_ylabel("average training loss (per epoch)")
-    ax.set_title(f"(a) learning curves — {title}", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    paths["loss"] = _save_fig(fig, out_dir / f"{prefix}a-loss.png")
+    paths["loss"] = _finish_panel(fig, ax, out_dir / f"{prefix}a-loss.png", xlabel="training steps",
+                                  ylabel="average training loss (per epoch)", title=f"(a) learning curves — {title}")
     lab = _label_runs(runs)
     if lab:
         ps = [r["corruption"] for r in lab]
@@ -281,23 +287,17 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
         near = [(p, st) for p, st in near if st is not None]
         if near:
             ax.plot(*zip(*near), "s--", alpha=0.7, label="steps to 99.9% train accuracy")
-        ax.set_xlabel("label corruption p")
-        ax.set_ylabel("time to overfit (steps)")
-        ax.set_title(f"(b) convergence slowdown — {title}", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        paths["time_to_fit"] = _save_fig(fig, out_dir / f"{prefix}b-time-to-fit.png")
+        paths["time_to_fit"] = _finish_panel(fig, ax, out_dir / f"{prefix}b-time-to-fit.png",
+                                             xlabel="label corruption p", ylabel="time to overfit (steps)",
+                                             title=f"(b) convergence slowdown — {title}")
         fig, ax = plt.subplots(figsize=(5.5, 4))
         ax.plot(ps, [1 - r["test_accuracy"] for r in lab], "o-", label="test error")
         ax.plot(ps, [1 - r["train_accuracy"] for r in lab], "s--", label="train error")
         ax.axhline(0.9, color="gray", ls=":", lw=1, label="chance (10 classes)")
         ax.set_ylim(-0.02, 1.0)
-        ax.set_xlabel("label corruption p")
-        ax.set_ylabel("error")
-        ax.set_title(f"(c) generalisation error growth — {title}", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        paths["test_error"] = _save_fig(fig, out_dir / f"{prefix}c-test-error.png")
+        paths["test_error"] = _finish_panel(fig, ax, out_dir / f"{prefix}c-test-error.png",
+                                            xlabel="label corruption p", ylabel="error",
+                                            title=f"(c) generalisation error growth — {title}")
     return paths
 
 
