@@ -61,6 +61,9 @@ def parse_classes(text: str) -> list[int | str] | None:
 @click.option("--selection", type=click.Choice(["uniform", "lagging"]), default=None,
               help="Parents: uniform over occupied cells (the paper), or 90% drawn by each class's -log confidence "
                    "[default: lagging].")
+@click.option("--cppn-activations", "activations_text", default=None, metavar="LIST",
+              help="CPPN node activations, from sine,sigmoid,gaussian,linear,cosine,abs "
+                   "[default: the paper's sine,sigmoid,gaussian,linear].")
 @click.option("--halve-every", type=int, default=None, metavar="K",
               help="Halve the per-gene mutation rate every K generations, as in the paper [default: never].")
 @click.option("--paper", "paper_ops", is_flag=True,
@@ -78,7 +81,8 @@ def parse_classes(text: str) -> list[int | str] | None:
 @device_option
 def evolve(model_name: str, weights: str | None, encoding: str | None, method: str | None, generations: int | None,
            population: int | None, classes_text: str | None, size: tuple[int, int] | None, gray: bool | None,
-           crops: str | None, selection: str | None, halve_every: int | None, paper_ops: bool,
+           crops: str | None, selection: str | None, activations_text: str | None, halve_every: int | None,
+           paper_ops: bool,
            batch_size: int | None, seed: int | None, out: str | None,
            checkpoint_every: int | None, time_limit: str | None, until_text: str | None, resume: bool,
            as_json: bool, device: str) -> None:
@@ -98,6 +102,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         "size": tuple(size) if size else None, "channels": 1 if gray else None,
         "crops": int(crops) if crops is not None else None, "selection": selection, "batch_size": batch_size,
         "halve_every": halve_every,
+        "cppn_activations": [a.strip() for a in activations_text.split(",")] if activations_text is not None else None,
         "seed": seed, "checkpoint_every": checkpoint_every,
         "time_limit": parse_duration(time_limit) if time_limit is not None else None,
         "until": parse_confidence(until_text) if until_text is not None else None,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from foolkit.errors import FoolkitError
+from foolkit.evolve.cppn import ACTIVATIONS, PAPER_ACTIVATIONS
 from foolkit.models.classifier import Classifier
 
 
@@ -43,6 +44,7 @@ class EvolveConfig:
     # CPPN encoding
     cppn_hidden: int = 16
     cppn_weight_range: float = 10.0
+    cppn_activations: list[str] = field(default_factory=lambda: list(PAPER_ACTIVATIONS))
     # parents: "uniform" over occupied cells (the paper) or "lagging" (a lagging_fraction of them
     # drawn in proportion to each cell's -log confidence, the rest uniformly)
     selection: str = "lagging"
@@ -113,6 +115,10 @@ class EvolveConfig:
             raise bad(f"time limit must be positive, got {self.time_limit}")
         if self.checkpoint_every < 1:
             raise bad(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
+        acts = list(self.cppn_activations)
+        if not acts or len(set(acts)) < len(acts) or any(a not in ACTIVATIONS for a in acts):
+            raise bad(f"bad CPPN activations {','.join(map(str, acts)) or '(none)'}: use distinct names from "
+                      f"{','.join(ACTIVATIONS)}")
 
     @property
     def genomes_per_forward(self) -> int:
@@ -156,6 +162,8 @@ class EvolveConfig:
         unknown = set(d) - known
         if unknown:
             raise FoolkitError(f"unknown evolve settings {sorted(unknown)} (config from a newer foolkit?)")
+        if "cppn_activations" not in d:  # saved before the set was a setting: all six were used then
+            d = {**d, "cppn_activations": list(ACTIVATIONS)}
         cfg = cls(**d)
         if cfg.size is not None:
             cfg.size = (int(cfg.size[0]), int(cfg.size[1]))

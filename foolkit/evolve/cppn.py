@@ -4,17 +4,18 @@ A population of CPPNs is a dict of tensors with a leading population axis ``P``;
 every genome is slot ``k`` of a fixed-capacity, topologically ordered graph::
 
     slots:  0 x   1 y   2 d   3 bias  |  4 .. 4+H-1 hidden  |  outputs (1 gray, 3 HLS colour)
-    "w"     (P, N, N) float  weight of connection src → dst (row src, column dst), in [-wmax, wmax]
-    "on"    (P, N, N) bool   connection enabled (only src < dst, never out of an output / into an input)
-    "act"   (P, N)    int64  activation of each node (index into ACTIVATIONS)
+    "w"     (P, N, N) float  weight of connection src → dst (row src, column dst), in [-wmax, wmax]; 0 where off
+    "on"    (P, N, N) bool   connection enabled (only src < dst, never out of an output / into an input,
+                             never to or from a dead node)
+    "act"   (P, N)    int64  activation of each node (index into the spec's ``activations``)
     "alive" (P, N)    bool   node exists (inputs and outputs always do)
 
 Because connections only run from lower to higher slots, evaluating slots in order is a
 topological sort for every genome at once: :func:`render` walks each genome's live nodes in
 slot order (a Python loop over *nodes*, never over genomes or pixels), and each step is one
-batched matrix product over the genomes that have that many nodes and all pixels. Inputs are the pixel's x, y, distance from the centre and a bias, all in
-[-1, 1] (the original code fed raw pixel indices; REFERENCES.md), so a genome renders the same
-picture at any resolution.
+sparse matrix product over the genomes that have that many nodes and all pixels. Inputs are
+the pixel's x, y, distance from the centre and a bias, all in [-1, 1] (the original code fed
+raw pixel indices; REFERENCES.md), so a genome renders the same picture at any resolution.
 
 Mutations follow the paper's Sferes settings (REFERENCES.md): polynomial weight mutation
 (p = 0.1, η = 15, weights in [-10, 10]), activation resampling (p = 0.1 per node), and per
@@ -25,8 +26,10 @@ number per genome, :func:`_pick`) and then edits only the genomes that take it.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,7 +55,8 @@ def _abs(z: torch.Tensor) -> torch.Tensor:
     return z.abs().clamp(max=1.0)
 
 
-#: name → function; every activation maps to [-1, 1].
+#: name → function; every activation maps to [-1, 1]. The paper used the first four; cosine and
+#: abs are extras a spec may add (``CPPNSpec(activations=...)``, ``--cppn-activations``).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sine": torch.sin,
     "sigmoid": _bipolar_sigmoid,
@@ -61,16 +65,22 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "cosine": torch.cos,
     "abs": _abs,
 }
-_FUNCS = list(ACTIVATIONS.values())
-#: the same functions, in place (the render's hot loop: no allocation per group); checked against ACTIVATIONS
-_IN_PLACE: list[Callable[[torch.Tensor], torch.Tensor]] = [
-    torch.Tensor.sin_,
-    lambda t: t.sigmoid_().mul_(2.0).sub_(1.0),  # as tanh(z / 2), faster
-    lambda t: t.square_().neg_().exp_().mul_(2.0).sub_(1.0),
-    lambda t: t.clamp_(-1.0, 1.0),
-    torch.Tensor.cos_,
-    lambda t: t.abs_().clamp_(max=1.0),
+#: the paper's set (REFERENCES.md): sine, bipolar sigmoid, Gaussian, clamped linear
+PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+
+# How render computes them, in place on contiguous row groups. Activation ``a`` of group ``g`` gives
+# ``value = alpha_g * raw + beta_g`` with ``raw = fn_g(z + phase_a)``; the affine maps are folded into
+# the consumers' weights and the phases into the bias weight, so a group costs one in-place call.
+_GROUPS: list[tuple[Callable[[torch.Tensor], torch.Tensor], float, float]] = [  # (fn, alpha, beta)
+    (torch.Tensor.sin_, 1.0, 0.0),
+    (torch.Tensor.sigmoid_, 2.0, -1.0),  # 2 sigmoid(z) - 1 = tanh(z / 2), and faster
+    (lambda t: t.square_().neg_().exp_(), 2.0, -1.0),
+    (lambda t: t.clamp_(-1.0, 1.0), 1.0, 0.0),
+    (lambda t: t.abs_().clamp_(max=1.0), 1.0, 0.0),
 ]
+_RAW = {"sine": (0, 0.0), "sigmoid": (1, 0.0), "gaussian": (2, 0.0), "linear": (3, 0.0),
+        "cosine": (0, math.pi / 2), "abs": (4, 0.0)}  # name: (group, phase); checked against ACTIVATIONS in the tests
+assert list(_RAW) == list(ACTIVATIONS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class CPPNSpec:
     """Shape and mutation rates of a CPPN population (keyword-only hyperparameters live here)."""
 
     outputs: int = 1  # 1: gray; 3: hue, lightness, saturation
+    activations: tuple[str, ...] = PAPER_ACTIVATIONS  # names from ACTIVATIONS; genomes index into this
     hidden: int = 16  # capacity of hidden slots
     weight_range: float = 10.0
     weight_rate: float = 0.1
@@ -88,6 +99,12 @@ class CPPNSpec:
     change_connection: float = 0.5
     add_node: float = 0.5
     delete_node: float = 0.2
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.activations if a not in ACTIVATIONS]
+        if unknown or not self.activations or len(set(self.activations)) < len(self.activations):
+            raise ValueError(f"CPPN activations must be distinct names from {', '.join(ACTIVATIONS)}; "
+                             f"got {', '.join(self.activations) or 'none'}")
 
     @property
     def nodes(self) -> int:
@@ -114,7 +131,7 @@ def sample(spec: CPPNSpec, n: int, gen: torch.Generator, device: torch.device | 
     inputs, _, outputs = spec.kinds(device)
     w = (torch.rand((n, N, N), generator=gen, device=device) * 2 - 1) * spec.weight_range
     on = (inputs[:, None] & outputs[None, :]).expand(n, N, N).clone()
-    act = torch.randint(len(_FUNCS), (n, N), generator=gen, device=device)
+    act = torch.randint(len(spec.activations), (n, N), generator=gen, device=device)
     alive = (inputs | outputs).expand(n, N).clone()
     return {"w": w * on, "on": on, "act": act, "alive": alive}
 
@@ -128,10 +145,16 @@ def coordinates(height: int, width: int, device: torch.device | str) -> torch.Te
     return torch.stack([x.flatten(), y.flatten(), d.flatten(), torch.ones(height * width, device=device)])
 
 
-def activate(z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """Apply each row's activation: ``z`` ``(P, X)``, ``act`` ``(P,)`` → ``(P, X)`` in [-1, 1]."""
+def activate(z: torch.Tensor, act: torch.Tensor, activations: Sequence[str] = tuple(ACTIVATIONS)) -> torch.Tensor:
+    """Apply each row's activation the way :func:`render` computes it (the group's raw in-place
+    function, then its affine map): ``z`` ``(P, X)``, ``act`` ``(P,)`` indices into ``activations``
+    → ``(P, X)`` in [-1, 1]."""
     out = torch.empty_like(z)
-    _activate_groups(z, out, act.argsort(stable=True), torch.bincount(act, minlength=len(_FUNCS)).tolist())
+    for a, name in enumerate(activations):
+        group, phase = _RAW[name]
+        rows = (act == a).nonzero().squeeze(1)
+        fn, alpha, beta = _GROUPS[group]
+        out.index_copy_(0, rows, fn(z.index_select(0, rows) + phase) * alpha + beta)
     return out
 
 
@@ -149,80 +172,150 @@ def hls_to_rgb(h: torch.Tensor, l: torch.Tensor, s: torch.Tensor) -> torch.Tenso
     return torch.where((s == 0).unsqueeze(-3), l.unsqueeze(-3).expand_as(rgb), rgb)
 
 
-def _mask(m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Bool mask as 0/1 in ``like``'s dtype (read as ``uint8`` first: bool → float is slow on CPU)."""
-    return m.view(torch.uint8).to(like.dtype)
+@functools.lru_cache(maxsize=32)
+def _constants(spec: CPPNSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per (spec, device): hidden-slot mask, slot numbers, activation → group and phase tables."""
+    with warnings.catch_warnings():  # torch warns once per process that sparse CSR is "beta": use it up here
+        warnings.simplefilter("ignore")
+        torch.sparse_csr_tensor(torch.tensor([0, 0]), torch.tensor([], dtype=torch.long), torch.tensor([]), size=(1, 1))
+    _, hidden, _ = spec.kinds(device)
+    raw = [_RAW[name] for name in spec.activations]
+    group = torch.tensor([g for g, _ in raw], device=device)
+    phase = torch.tensor([p for _, p in raw], device=device)
+    alpha_beta = torch.tensor([_GROUPS[g][1:] for g, _ in raw], device=device)  # (A, 2)
+    return hidden, torch.arange(spec.nodes, device=device), group, phase, alpha_beta
 
 
-def _activate_groups(z: torch.Tensor, dst: torch.Tensor, order: torch.Tensor, counts: list[int]) -> None:
-    """``dst[order] = activation(z[order])``: rows ``order`` of ``z`` are grouped by activation
-    (``counts[i]`` rows of activation ``i`` in turn), so each row is computed once, by its own function."""
-    grouped = z.index_select(0, order)
-    for f, part in zip(_IN_PLACE, grouped.split(counts)):
-        if part.numel():
-            f(part)
-    dst.index_copy_(0, order, grouped)
+@functools.lru_cache(maxsize=8)
+def _coordinates(height: int, width: int, device: torch.device) -> torch.Tensor:
+    return coordinates(height, width, device)
 
 
-def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int) -> torch.Tensor:
+def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int, *,
+           sparse: bool | None = None) -> torch.Tensor:
     """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
 
-    The work is proportional to the nodes genomes actually have, not to the slot capacity:
+    The work is proportional to the nodes and connections genomes actually have, not to the slot
+    capacity. Every node value is one row of pixels in one buffer ``B``: rows 0-3 are the inputs,
+    then, step by step, the ``j``-th live hidden node of every genome that has one, then the
+    outputs. Within a step the rows are grouped by activation. Then:
 
-    1. each genome's live hidden nodes are compacted to the front, in slot order (still a
-       topological order), and the genomes are sorted by how many they have, most first;
-    2. the inputs' contribution to every node of every genome is one matrix product;
-    3. compact step ``j`` adds the contributions of hidden nodes ``0..j-1`` (one batched product)
-       and applies the activations, for the prefix of genomes that have a ``j``-th node only
-       (a view, no copy); the output nodes come last, for every genome.
+    1. each genome's live hidden nodes are compacted (slot order is a topological order), and its
+       connections gathered into a small dense ``(P, steps, sources)`` weight array;
+    2. the affine part of each source's activation (``2 sigmoid(z) - 1``: alpha 2, beta -1) is
+       folded into the weights of its consumers, and the cosine's phase into the bias weight;
+    3. the enabled connections become one sparse CSR matrix (rows: nodes, columns: rows of ``B``);
+    4. each step is one sparse × dense product of its rows of that matrix with the rows of ``B``
+       above it, written into its own rows, and one in-place call per activation group.
 
-    Memory is ``P × (most hidden nodes + outputs) × H × W`` floats; chunk the population to bound it.
-    Two host syncs per call (the step sizes), none per node.
+    So a step costs about eight kernel calls whatever the population, and each pixel of a node
+    costs as many multiply-adds as the node has connections. Memory is ``(4 + nodes) × H × W``
+    floats; chunk the population to bound it. Two host syncs per call (the sizes), none per step.
+    ``sparse=False`` multiplies by the same matrix made dense (the default on devices without
+    sparse CSR products, such as MPS).
     """
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
-    O, X = spec.outputs, height * width
+    O, X, I, G = spec.outputs, height * width, NUM_INPUTS, len(_GROUPS)
     dev = w.device
-    _, hidden, _ = spec.kinds(dev)
-    slot = torch.arange(N, device=dev)
+    if P == 0:
+        return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
+    hidden, slot, group_of, phase_of, alpha_beta = _constants(spec, dev)
 
+    # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots
     live = alive & hidden
-    count = live.sum(1)
-    by_size = count.argsort(descending=True, stable=True)  # genomes with the most hidden nodes first
-    live, count = live.index_select(0, by_size), count.index_select(0, by_size)
-    M = int(count[0]) if P else 0  # host sync 1
-    # compact order of every genome's nodes: inputs, its live hidden slots ascending, outputs
-    key = torch.where(live, slot, slot + N).masked_fill(~hidden, 3 * N)
-    order = torch.cat([slot[:NUM_INPUTS].expand(P, -1), key.argsort(dim=1)[:, :M],
-                       slot[N - O:].expand(P, -1)], dim=1)  # (P, L), L = 4 + M + O
-    # incoming[p, j, i]: weight into compact node 4 + j from compact node i, one gather from (P, N, N)
-    g, src, dst = by_size[:, None, None], order[:, None, :], order[:, NUM_INPUTS:, None]
-    live_c = alive.index_select(0, by_size).gather(1, order)  # (P, L), L = 4 + M + O
-    enabled = on[g, src, dst] & live_c[:, None, :] & live_c[:, NUM_INPUTS:, None]
-    incoming = w[g, src, dst] * _mask(enabled, w)  # (P, M + O, L)
-    act_c = act.index_select(0, by_size).gather(1, order[:, NUM_INPUTS:])  # (P, M + O)
+    cum = live.cumsum(1)
+    count = cum[:, -1]
+    M = int(count.max())  # host sync 1: the most hidden nodes
+    S = M + O  # steps: hidden nodes, then the outputs
+    nodes = torch.empty(P, I + M + 1, dtype=torch.long, device=dev)
+    nodes[:, :I] = slot[:I]
+    nodes[:, I:] = N - 1  # padding: an output slot, which never feeds anything
+    nodes.scatter_(1, torch.where(live, cum + (I - 1), I + M), slot.expand(P, N))  # the rest: to the spare column
+    nodes = torch.cat([nodes[:, :I + M], slot[N - O:].expand(P, O)], 1)
+    # incoming[p, j, i]: weight into compact node I + j from compact node i < I + j (0 where no connection)
+    flat = ((torch.arange(P, device=dev) * (N * N))[:, None, None]
+            + nodes[:, None, :I + M] * N + nodes[:, I:, None]).view(-1)  # (P, S, I + M) into (P, N, N)
+    causal = torch.ones(S, I + M, dtype=torch.bool, device=dev).tril_(I - 1)  # hidden j reads hidden < j only
+    enabled = on.view(-1).index_select(0, flat).view(P, S, I + M) & causal
+    incoming = w.view(-1).index_select(0, flat).view(P, S, I + M) * enabled.view(torch.uint8)
+    act_c = act.gather(1, nodes[:, I:])  # (P, S)
 
-    # rows active at each step: the genomes with more than j hidden nodes, then all of them for outputs
-    steps = torch.arange(M + O, device=dev)
-    active = (count[:, None] > steps[None, :]) | (steps[None, :] >= M)
-    keyed = torch.where(active, act_c, torch.full_like(act_c, len(_FUNCS)))  # inactive rows sort last
-    groups = keyed.argsort(dim=0, stable=True)  # (P, M + O): per step, active rows grouped by activation
-    sizes = torch.nn.functional.one_hot(keyed, len(_FUNCS) + 1).sum(0)[:, :len(_FUNCS)].tolist()  # host sync 2
+    # 2. fold: a consumer of source i sees alpha_i raw_i + beta_i; its phase joins the bias (input 3)
+    ab = alpha_beta.index_select(0, act_c.view(-1)).view(P, S, 2)
+    hid = incoming[:, :, I:]
+    phase = phase_of.index_select(0, act_c.view(-1)).view(P, S)
+    incoming[:, :, I - 1] += torch.bmm(hid, ab[:, :M, 1:]).squeeze(-1) + phase
+    hid *= ab[:, None, :M, 0]
 
-    values = torch.matmul(incoming[:, :, :NUM_INPUTS], coordinates(height, width, dev))  # (P, M + O, X)
-    for j in range(M + O):
-        n = sum(sizes[j])
-        z = values[:n, j]
-        k = min(j, M)  # hidden sources of node j (outputs never feed anything)
-        if k:
-            z += torch.bmm(incoming[:n, j:j + 1, NUM_INPUTS:NUM_INPUTS + k], values[:n, :k]).squeeze(1)
-        _activate_groups(z, z, groups[:n, j], sizes[j])
-    out = torch.empty(P, O, X, device=dev)
-    out.index_copy_(0, by_size, values[:, M:])
-    out = ((out + 1.0) * 0.5).clamp(0.0, 1.0).view(P, O, height, width)
+    # 3. rows of B: step by step, the genomes active there, grouped by activation, in genome order
+    steps = torch.arange(S, device=dev)
+    active = (count[:, None] > steps) | (steps >= M)  # (P, S)
+    keyed = torch.where(active, group_of.index_select(0, act_c.view(-1)).view(P, S), G)  # inactive: G
+    seen = torch.nn.functional.one_hot(keyed, G + 1).cumsum(0)  # (P, S, G + 1): running count per group
+    sizes = seen[-1, :, :G]  # (S, G) rows per (step, group)
+    first = sizes.flatten().cumsum(0).view(S, G) - sizes  # first row of each (step, group), after the inputs
+    pos = first.gather(1, keyed.clamp(max=G - 1).t()).t() + seen.gather(2, keyed[..., None]).squeeze(-1) - 1 + I
+    # CSR entries of each row: its sources with a nonzero (folded) weight, in order
+    nz = (incoming != 0) & active[:, :, None]
+    kth = nz.view(torch.uint8).cumsum(-1, dtype=torch.int32)  # (P, S, I + M)
+    degree = kth[..., -1]  # (P, S), 0 where inactive
+    meta = torch.cat([sizes.flatten(), degree.sum(0)]).tolist()  # host sync 2: rows and entries per step
+    T, per_step = sum(meta[:S * G]), meta[S * G:]
+    E = sum(per_step)
+    row = torch.where(active, pos - I, T).view(-1)  # CSR row (inactive: a spare one)
+    crow = torch.zeros(T + 2, dtype=torch.long, device=dev).index_put_((row + 1,), degree.view(-1).long())
+    crow = crow[:T + 1].cumsum_(0)
+    entry = torch.where(nz, crow.index_select(0, row.clamp(max=T)).view(P, S, 1) + kth - 1, E).view(-1)
+    source_row = torch.cat([slot[:I].expand(P, I), pos[:, :M]], 1)  # (P, I + M): row of B of each source
+    cols = torch.empty(E + 1, dtype=torch.long, device=dev).scatter_(
+        0, entry, source_row[:, None, :].expand(P, S, I + M).reshape(-1))
+    vals = torch.empty(E + 1, device=dev).scatter_(0, entry, incoming.view(-1))  # (entry E: a spare slot)
+    if sparse is None:
+        sparse = dev.type in ("cpu", "cuda")  # torch has sparse CSR × dense products there
+    if not sparse:
+        rows = torch.empty(E + 1, dtype=torch.long, device=dev).scatter_(
+            0, entry, row.view(P, S, 1).expand(P, S, I + M).reshape(-1))
+
+    # 4. the steps
+    B = torch.empty(I + T, X, device=dev)
+    B[:I] = _coordinates(height, width, dev)
+    r, e = I, 0  # first row and first entry of the step
+    for j in range(S):
+        counts, n, m = meta[j * G:(j + 1) * G], sum(meta[j * G:(j + 1) * G]), per_step[j]
+        z = B[r:r + n]
+        if sparse:
+            a = torch.sparse_csr_tensor(crow[r - I:r - I + n + 1] - e, cols[e:e + m], vals[e:e + m], size=(n, r),
+                                        check_invariants=False)
+        else:  # the same matrix, dense
+            a = torch.zeros(n, r, device=dev).index_put_((rows[e:e + m] - (r - I), cols[e:e + m]), vals[e:e + m],
+                                                         accumulate=True)
+        torch.mm(a, B[:r], out=z)
+        g0 = 0
+        for (fn, alpha, beta), k in zip(_GROUPS, counts):
+            if k:
+                part = fn(z[g0:g0 + k])
+                if j >= M and (alpha, beta) != (2.0, -1.0):  # an output: image = (alpha raw + beta + 1) / 2
+                    part.mul_(alpha / 2).add_((beta + 1) / 2)
+                g0 += k
+        r, e = r + n, e + m
+    out = B.index_select(0, pos[:, M:].reshape(-1)).view(P, O, height, width)
     if O == 3:
         return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0)
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _mutation_constants(spec: CPPNSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
+    inputs, hidden, _ = spec.kinds(device)
+    return inputs, hidden, torch.arange(spec.nodes, device=device), spec.allowed(device)
+
+
+def _outer_and(alive: torch.Tensor) -> torch.Tensor:
+    """``alive[:, :, None] & alive[:, None, :]`` as a ``uint8`` product read back as bool: on CPU a
+    broadcast bool ``&`` is four times slower, and so is any comparison that produces a bool."""
+    a = alive.view(torch.uint8)
+    return (a[:, :, None] * a[:, None, :]).view(torch.bool)
 
 
 def _pick(candidates: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,25 +342,23 @@ def _takers(p: float, possible: torch.Tensor, gen: torch.Generator) -> torch.Ten
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
            rate_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """Mutate every genome of the batch (returns new tensors): weights, activations, then the
-    structural mutations, each with its per-genome probability. ``rate_scale`` multiplies the
-    per-gene weight and activation rates (the paper's rate halving)."""
-    w, on, act, alive = (genomes[k].clone() for k in ("w", "on", "act", "alive"))
+    """Mutate every genome of the batch in place (DEAP's convention: vary copies) and return it:
+    weights, activations, then the structural mutations, each with its per-genome probability.
+    ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving)."""
+    w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     dev = w.device
     rows = torch.arange(P, device=dev)
-    slot = torch.arange(N, device=dev)
-    inputs, hidden, _ = spec.kinds(dev)
+    inputs, hidden, slot, allowed = _mutation_constants(spec, dev)
     wmax = spec.weight_range
 
     # weights and activations
     polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
     resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
-    act = torch.where(resample, torch.randint(len(_FUNCS), (P, N), generator=gen, device=dev), act)
+    act.copy_(torch.where(resample, torch.randint(len(spec.activations), (P, N), generator=gen, device=dev), act))
 
     # the connections the topology and the live nodes permit (nodes change only further down)
-    allowed = spec.allowed(dev)
-    live_edges = allowed & alive[:, :, None] & alive[:, None, :]
+    live_edges = allowed & _outer_and(alive)
 
     w_flat, on_flat = w.view(P, N * N), on.view(P, N * N)  # views: edge src → dst is column src·N + dst
 
@@ -281,6 +372,7 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     edge, ok = _pick(on_flat, gen)
     r = _takers(spec.delete_connection, ok, gen)
     on_flat[r, edge[r]] = False
+    w_flat[r, edge[r]] = 0.0  # w stays 0 wherever a connection is off
 
     # change connection: move one end of an enabled connection to a free slot, keeping its weight
     edge, ok = _pick(on_flat, gen)
@@ -293,6 +385,7 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     r = _takers(spec.change_connection, ok & ok2, gen)
     old, new = edge[r], moved[r]
     w_flat[r, new] = w_flat[r, old]
+    w_flat[r, old] = 0.0
     on_flat[r, old] = False
     on_flat[r, new] = True
 
@@ -300,26 +393,29 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     vacant = hidden & ~alive
     cum = vacant.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # vacant slots in [0, j]
     before = cum - vacant.view(torch.uint8)  # vacant slots in [0, j)
-    edge, ok = _pick((on & (before[:, None, :] > cum[:, :, None])).view(P, -1), gen)  # some vacancy strictly between
+    between = (before[:, None, :] - cum[:, :, None]).clamp_(0, 1).to(torch.uint8).view(torch.bool)  # a vacancy in (a, b)
+    edge, ok = _pick((on & between).view(P, -1), gen)
     a, b = edge // N, edge % N
     k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), gen)
     r = _takers(spec.add_node, ok & ok2, gen)
     a, b, k = a[r], b[r], k[r]
     w[r, k, b] = w[r, a, b]
+    w[r, a, b] = 0.0
     w[r, a, k] = 1.0
     on[r, a, b] = False
     on[r, a, k] = True
     on[r, k, b] = True
     alive[r, k] = True
-    act[r, k] = torch.randint(len(_FUNCS), (r.numel(),), generator=gen, device=dev)
+    act[r, k] = torch.randint(len(spec.activations), (r.numel(),), generator=gen, device=dev)
 
-    # delete node (its connections go with the clean-up below)
+    # delete node, with its connections
     k, ok = _pick(alive & hidden, gen)
     r = _takers(spec.delete_node, ok, gen)
-    alive[r, k[r]] = False
-
-    on &= allowed & alive[:, :, None] & alive[:, None, :]
-    return {"w": w * _mask(on, w), "on": on, "act": act, "alive": alive}
+    k = k[r]
+    alive[r, k] = False
+    on[r, k], w[r, k] = False, 0.0
+    on[r, :, k], w[r, :, k] = False, 0.0
+    return genomes
 
 
 def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, float]:

@@ -41,8 +41,9 @@ def make_encoding(config: EvolveConfig, *, channels: int, size: tuple[int, int],
                               init_spread=config.init_spread, eta_spread=config.eta_spread,
                               smooth_prob=config.smooth_prob, smooth_sigma=config.smooth_sigma)
     spec = cppn.CPPNSpec(outputs=1 if channels == 1 else 3, hidden=config.cppn_hidden,
-                         weight_range=config.cppn_weight_range, weight_rate=config.mutation_rate,
-                         weight_eta=config.mutation_eta, activation_rate=config.mutation_rate)
+                         activations=tuple(config.cppn_activations), weight_range=config.cppn_weight_range,
+                         weight_rate=config.mutation_rate, weight_eta=config.mutation_eta,
+                         activation_rate=config.mutation_rate)
     return CPPNEncoding(channels=channels, size=size, device=device, spec=spec, halve_every=config.halve_every)
 
 

@@ -11,7 +11,7 @@ import pytest
 def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
     r = cli("evolve", "--model", "lenet-mnist", "--encoding", "cppn", "-g", "2", "-p", "20", "--classes", "3,5",
-            "--out", out, "--device", "cpu", "--json")
+            "--cppn-activations", "sine,cosine,abs", "--out", out, "--device", "cpu", "--json")
     assert r.exit_code == 0, r.stderr
     summary = json.loads(r.stdout)
     assert [c["index"] for c in summary["classes"]] == [3, 5] and summary["generations_done"] == 2
@@ -19,7 +19,8 @@ def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     r = cli("evolve", "--model", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["generation"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
-    assert json.loads((out / "config.json").read_text())["config"]["classes"] == [3, 5]
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["classes"] == [3, 5] and config["cppn_activations"] == ["sine", "cosine", "abs"]
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -33,6 +34,8 @@ def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     (["--size", "0", "28"], ["size"]),
     (["--checkpoint-every", "0"], ["checkpoint-every"]),
     (["--encoding", "dna"], ["encoding"]),
+    (["--cppn-activations", "sine,relu"], ["activations", "relu"]),
+    (["--cppn-activations", "sine,sine"], ["activations"]),
     (["--resume"], ["resume"]),
 ])
 def test_cli_bad_values_fail_in_one_line(cli, one_line_error, tmp_path: Path, args: list[str],
@@ -70,3 +73,14 @@ def test_cli_paper_operators_and_until(cli, tmp_path: Path) -> None:
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["selection"] == "uniform" and cfg["smooth_prob"] == 0 and cfg["halve_every"] == 5
     assert cfg["until"] == pytest.approx(0.9999)
+
+
+def test_config_saved_before_the_activation_setting_keeps_all_six() -> None:
+    """Runs saved before ``cppn_activations`` existed used all six activations: their genomes must
+    still index the same functions when resumed."""
+    from foolkit.evolve import ACTIVATIONS, EvolveConfig
+
+    old = EvolveConfig(encoding="cppn").to_dict()
+    del old["cppn_activations"]
+    assert EvolveConfig.from_dict(old).cppn_activations == list(ACTIVATIONS)
+    assert EvolveConfig().cppn_activations == ["sine", "sigmoid", "gaussian", "linear"]  # the paper's set

@@ -81,6 +81,7 @@ def test_cppn_mutations_keep_invariants_and_change_structure() -> None:
         assert not (on & ~(alive[:, :, None] & alive[:, None, :])).any()  # dead nodes are unplugged
         assert alive[:, inputs | outputs].all()
         assert g["w"].abs().max() <= spec.weight_range
+        assert not g["w"][~on].any()  # a connection that is off weighs 0 (render relies on it)
     assert (g["alive"][:, hidden].sum(1) > 0).any()  # nodes were added
     assert not torch.equal(g["on"], first["on"]) and not torch.equal(g["act"], first["act"])
     assert (g["alive"] != first["alive"]).any()
@@ -98,7 +99,7 @@ def test_activation_per_genome() -> None:
 def _render_one_by_one(genomes: dict[str, torch.Tensor], spec: cppn.CPPNSpec, h: int, w: int) -> torch.Tensor:
     """Oracle: evaluate each genome alone, node by node in slot order, straight from the definition."""
     coords = cppn.coordinates(h, w, "cpu")
-    funcs = list(cppn.ACTIVATIONS.values())
+    funcs = [cppn.ACTIVATIONS[name] for name in spec.activations]
     out = []
     for p in range(genomes["act"].shape[0]):
         wt, on, act, alive = (genomes[k][p] for k in ("w", "on", "act", "alive"))
@@ -118,15 +119,17 @@ def _render_one_by_one(genomes: dict[str, torch.Tensor], spec: cppn.CPPNSpec, h:
 
 
 def test_cppn_render_matches_one_by_one_evaluation() -> None:
-    """The compacted, size-sorted batched render equals evaluating every genome on its own."""
-    for outputs in (1, 3):
-        spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
+    """The compacted, step-by-step sparse render equals evaluating every genome on its own."""
+    for outputs, activations in ((1, cppn.PAPER_ACTIVATIONS), (3, tuple(cppn.ACTIVATIONS)), (1, ("abs", "cosine"))):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=8, activations=activations)
         g = cppn.sample(spec, 24, gen(0), "cpu")
         for i in range(25):
             g = cppn.mutate(g, spec, gen(100 + i))
         hidden = g["alive"].sum(1) - cppn.NUM_INPUTS - outputs
         assert hidden.min() < hidden.max() and hidden.max() >= 3  # mixed sizes: the sorting and prefixes matter
-        assert torch.allclose(cppn.render(g, spec, 9, 11), _render_one_by_one(g, spec, 9, 11), atol=1e-5)
+        expect = _render_one_by_one(g, spec, 9, 11)
+        assert torch.allclose(cppn.render(g, spec, 9, 11), expect, atol=1e-5)
+        assert torch.allclose(cppn.render(g, spec, 9, 11, sparse=False), expect, atol=1e-5)  # the dense fallback (MPS)
 
 
 def test_cppn_pick_is_uniform_over_candidates() -> None:
