@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -144,3 +145,9 @@ def test_cppn_pick_is_uniform_over_candidates() -> None:
     assert (hits[:4][~cand[:4]] == 0).all()  # only candidates are ever picked
     expect = 6000 / cand[:4].sum(1, keepdim=True).float()
     assert ((hits[:4] - expect).abs()[cand[:4]] < 5 * expect.sqrt().expand(4, 12)[cand[:4]]).all()
+
+
+def test_cppn_spec_refuses_unknown_or_repeated_activations() -> None:
+    for bad in (("sine", "relu"), ("sine", "sine"), ()):
+        with pytest.raises(ValueError, match="activations"):
+            cppn.CPPNSpec(activations=bad)
