@@ -31,6 +31,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -79,7 +80,7 @@ _GROUPS: list[tuple[Callable[[torch.Tensor], torch.Tensor], float, float]] = [  
     (lambda t: t.abs_().clamp_(max=1.0), 1.0, 0.0),
 ]
 _RAW = {"sine": (0, 0.0), "sigmoid": (1, 0.0), "gaussian": (2, 0.0), "linear": (3, 0.0),
-        "cosine": (0, math.pi / 2), "abs": (4, 0.0)}  # name: (group, phase); checked against ACTIVATIONS in the tests
+        "cosine": (0, math.pi / 2), "abs": (4, 0.0)}  # name: (group, phase); tests check them against ACTIVATIONS
 assert list(_RAW) == list(ACTIVATIONS)
 
 
@@ -172,18 +173,28 @@ def hls_to_rgb(h: torch.Tensor, l: torch.Tensor, s: torch.Tensor) -> torch.Tenso
     return torch.where((s == 0).unsqueeze(-3), l.unsqueeze(-3).expand_as(rgb), rgb)
 
 
+class _Constants(NamedTuple):
+    inputs: torch.Tensor  # (N,) bool slot masks
+    hidden: torch.Tensor
+    slot: torch.Tensor  # (N,) slot numbers
+    allowed: torch.Tensor  # (N, N) bool, as CPPNSpec.allowed
+    group: torch.Tensor  # (A,) per activation of the spec: its render group,
+    phase: torch.Tensor  # its phase,
+    alpha_beta: torch.Tensor  # (A, 2) and its group's affine map
+
+
 @functools.lru_cache(maxsize=32)
-def _constants(spec: CPPNSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Per (spec, device): hidden-slot mask, slot numbers, activation → group and phase tables."""
+def _constants(spec: CPPNSpec, device: torch.device) -> _Constants:
+    """What render and mutate need of a spec, made once per (spec, device)."""
     with warnings.catch_warnings():  # torch warns once per process that sparse CSR is "beta": use it up here
         warnings.simplefilter("ignore")
         torch.sparse_csr_tensor(torch.tensor([0, 0]), torch.tensor([], dtype=torch.long), torch.tensor([]), size=(1, 1))
-    _, hidden, _ = spec.kinds(device)
+    inputs, hidden, _ = spec.kinds(device)
     raw = [_RAW[name] for name in spec.activations]
-    group = torch.tensor([g for g, _ in raw], device=device)
-    phase = torch.tensor([p for _, p in raw], device=device)
-    alpha_beta = torch.tensor([_GROUPS[g][1:] for g, _ in raw], device=device)  # (A, 2)
-    return hidden, torch.arange(spec.nodes, device=device), group, phase, alpha_beta
+    return _Constants(inputs, hidden, torch.arange(spec.nodes, device=device), spec.allowed(device),
+                      torch.tensor([g for g, _ in raw], device=device),
+                      torch.tensor([p for _, p in raw], device=device),
+                      torch.tensor([_GROUPS[g][1:] for g, _ in raw], device=device))
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,7 +231,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     dev = w.device
     if P == 0:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
-    hidden, slot, group_of, phase_of, alpha_beta = _constants(spec, dev)
+    _, hidden, slot, _, group_of, phase_of, alpha_beta = _constants(spec, dev)
 
     # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots
     live = alive & hidden
@@ -305,12 +316,6 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _mutation_constants(spec: CPPNSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
-    inputs, hidden, _ = spec.kinds(device)
-    return inputs, hidden, torch.arange(spec.nodes, device=device), spec.allowed(device)
-
-
 def _outer_and(alive: torch.Tensor) -> torch.Tensor:
     """``alive[:, :, None] & alive[:, None, :]`` as a ``uint8`` product read back as bool: on CPU a
     broadcast bool ``&`` is four times slower, and so is any comparison that produces a bool."""
@@ -349,7 +354,7 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     P, N = act.shape
     dev = w.device
     rows = torch.arange(P, device=dev)
-    inputs, hidden, slot, allowed = _mutation_constants(spec, dev)
+    inputs, hidden, slot, allowed = _constants(spec, dev)[:4]
     wmax = spec.weight_range
 
     # weights and activations
