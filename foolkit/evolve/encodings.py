@@ -16,6 +16,7 @@ axis, so slicing, concatenating, archiving and checkpointing are the same for ev
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -49,9 +50,11 @@ def rate_scale(generation: int, halve_every: int) -> float:
     return 0.5 ** ((generation - 1) // halve_every) if halve_every > 0 else 1.0
 
 
+@functools.lru_cache(maxsize=16)
 def bilinear_matrix(size: int, cells: int, device: torch.device | str) -> torch.Tensor:
     """``(size, cells)``: bilinear upsampling along one axis as a matrix (``align_corners=False``),
-    so upsampling a batch of grids is two small matrix products, ``A_h @ grid @ A_wᵀ``."""
+    so upsampling a batch of grids is two small matrix products, ``A_h @ grid @ A_wᵀ``. Cached: do
+    not modify the result."""
     eye = torch.eye(cells, device=device).view(1, 1, cells, cells)
     return torch.nn.functional.interpolate(eye, size=(size, cells), mode="bilinear", align_corners=False)[0, 0]
 

@@ -117,22 +117,23 @@ def sbx_step(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, swap: torch.Tens
     """Bounded simulated binary crossover of every gene pair ``(a, b)`` given uniforms ``u`` and
     ``swap`` (bool: which child goes to which parent), DEAP's ``cxSimulatedBinaryBounded`` body.
 
-    Pairs closer than 1e-14 are returned unchanged.
+    Equal genes come back unchanged, as in DEAP (which skips pairs closer than 1e-14; here such
+    a pair comes back as its midpoint, less than 1e-14 away).
     """
     x1 = torch.minimum(a, b)
     x2 = torch.maximum(a, b)
     d = x2 - x1
-    differ = d > 1e-14
     # β of the lower child (room below x1) and of the upper child (room above x2), in one stacked pass
     beta = torch.stack([x1 - low, up - x2]).div_(d.clamp_min(1e-14)).mul_(2.0).add_(1.0)
     alpha = 2.0 - power(beta, -(eta + 1.0))
     ua = u * alpha  # u <= 1 / α  ⇔  u·α <= 1, as α is in [1, 2)
     beta_q = power(select(ua <= 1.0, ua, 1.0 / (2.0 - ua)).clamp_min(0), 1.0 / (eta + 1.0))
-    spread = beta_q.mul_(d).mul_(0.5)
+    spread = beta_q.mul_(d).mul_(0.5)  # 0 for equal genes
     mid = 0.5 * (x1 + x2)
     c1 = (mid - spread[0]).clamp_(low, up)
     c2 = (mid + spread[1]).clamp_(low, up)
-    return select(differ, select(swap, c2, c1), a), select(differ, select(swap, c1, c2), b)
+    s = swap.view(torch.uint8).to(c1.dtype)  # lerp with a 0/1 weight returns an end point exactly
+    return torch.lerp(c1, c2, s), torch.lerp(c2, c1, s)
 
 
 def sbx_crossover_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float, gen: torch.Generator,
