@@ -8,7 +8,8 @@
 3. Throughput: evaluations per second of a whole generation (variation + decoding/CPPN
    rendering + scoring + archive) beside the model's plain forward rate on the same batch
    size; overhead = 1 - evolution rate / forward rate (target < 20%). LeNet (direct, CPPN) and
-   a random-weight ResNet-50 (CPPN colour at 224 px).
+   a random-weight ResNet-50 (CPPN colour at 224 px). Then the time of each phase of a
+   generation (ask, decode, score, tell), to show where the overhead goes.
 
 Usage: python bench/evolve.py [--quick] [--device cpu|cuda]. The machine may be shared:
 load averages are recorded beside every timing.
@@ -56,6 +57,33 @@ def time_to_fool(model: Classifier, config: EvolveConfig) -> dict:
 
 
 @torch.no_grad()
+def phases(evo: MapElites, generations: int) -> dict[str, float]:
+    """Median milliseconds per generation of each phase, timed one by one with device syncs, to
+    show where an overhead goes: ask (parent selection and variation), decode (CPPN rendering)
+    with 8-bit rounding, score (the forward and log-softmax) and tell (the archive). For a
+    population that fits one evaluation chunk."""
+    dev = evo.model.device
+    times: dict[str, list[float]] = {"ask": [], "decode": [], "score": [], "tell": []}
+    for _ in range(generations):
+        t0 = time.perf_counter()
+        offspring = evo.ask()
+        sync(dev)
+        t1 = time.perf_counter()
+        images = quantize(evo.encoding.decode(offspring))
+        sync(dev)
+        t2 = time.perf_counter()
+        scores = evo.scorer(images)
+        sync(dev)
+        t3 = time.perf_counter()
+        evo.tell(offspring, scores)
+        sync(dev)
+        t4 = time.perf_counter()
+        for key, a, b in (("ask", t0, t1), ("decode", t1, t2), ("score", t2, t3), ("tell", t3, t4)):
+            times[key].append((b - a) * 1e3)
+    return {k: round(statistics.median(v), 3) for k, v in times.items()}
+
+
+@torch.no_grad()
 def throughput(name: str, model: Classifier, config: EvolveConfig, generations: int, rounds: int = 9) -> dict:
     """Evolution rate beside the model's plain forward rate on the same images.
 
@@ -90,6 +118,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
         fwd.append(batch * generations / (t1 - t0))
         rate.append(config.population * generations / (time.perf_counter() - t1))
     overhead = sorted(1 - r / f for r, f in zip(rate, fwd))
+    split = phases(evo, generations) if config.population <= config.genomes_per_forward else None
     return {"model": name, "encoding": config.encoding, "population": config.population,
             "channels": config.image_channels(model), "image_size": list(config.image_size(model)),
             "generations_timed": [2, 1 + rounds * generations], **evo.describe(),
@@ -98,6 +127,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
             "plain_forward_on": "the images the evolution last evaluated",
             "overhead": round(statistics.median(overhead), 3),
             "overhead_min_max": [round(overhead[0], 3), round(overhead[-1], 3)],
+            "phases_ms_after": split,
             "load_before": before, "load_after": load()}
 
 
