@@ -22,7 +22,9 @@ an 11-class model whose last class is ``fooling`` (the softmax is still over all
 
 Pieces, for finer control:
 
-- :class:`DirectEncoding`, :class:`CPPNEncoding` (``sample / decode / mutate / mate`` on batches);
+- :class:`DirectEncoding`, :class:`CPPNEncoding` (``sample / decode / mutate / mate`` on batches;
+  a CPPN's node functions are ``CPPNSpec.activations``, by default ``PAPER_ACTIVATIONS``, any of
+  ``ACTIVATIONS``);
 - :class:`Archive` (``add(genomes, scores, generation) -> ArchiveUpdate``), batch-first;
 - :class:`MapElites` (``ask() -> offspring``; ``tell(offspring, scores) -> ArchiveUpdate``;
   ``toolbox.map(toolbox.evaluate, offspring) -> (P, K)`` scores), :class:`GradientAscent`.
@@ -30,7 +32,7 @@ Pieces, for finer control:
 
 from foolkit.evolve.archive import Archive, ArchiveUpdate, ClassFitness, Elite
 from foolkit.evolve.config import EvolveConfig, EvolveResult
-from foolkit.evolve.cppn import ACTIVATIONS, CPPNSpec
+from foolkit.evolve.cppn import ACTIVATIONS, PAPER_ACTIVATIONS, CPPNSpec
 from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding, Genomes
 from foolkit.evolve.gradient import GradientAscent
 from foolkit.evolve.loop import MapElites, make_encoding
@@ -39,4 +41,4 @@ from foolkit.evolve.scoring import Scorer, ten_crops
 
 __all__ = ["ACTIVATIONS", "Archive", "ArchiveUpdate", "CPPNEncoding", "CPPNSpec", "ClassFitness", "DirectEncoding",
            "Elite", "EvolveConfig", "EvolveResult", "Genomes", "GradientAscent", "Interrupted", "MapElites",
-           "Scorer", "make_encoding", "run_evolution", "ten_crops"]
+           "PAPER_ACTIVATIONS", "Scorer", "make_encoding", "run_evolution", "ten_crops"]
