@@ -303,7 +303,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         else:  # the same matrix, dense
             a = torch.zeros(n, r, device=dev).index_put_((rows[e:e + m] - (r - I), cols[e:e + m]), vals[e:e + m],
                                                          accumulate=True)
-        torch.mm(a, B[:r], out=z)
+        torch.addmm(z, a, B[:r], beta=0, out=z)  # twice as fast as mm(out=z) on CPU; beta=0 ignores z's garbage
         g0 = 0
         for (fn, alpha, beta), k in zip(_GROUPS, counts):
             if k:
