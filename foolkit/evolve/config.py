@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from foolkit.errors import FoolkitError
-from foolkit.evolve.cppn import ACTIVATIONS, PAPER_ACTIVATIONS
+from foolkit.evolve.cppn import ACTIVATIONS, PAPER_ACTIVATIONS, check_activations
 from foolkit.models.classifier import Classifier
 
 
@@ -115,10 +115,10 @@ class EvolveConfig:
             raise bad(f"time limit must be positive, got {self.time_limit}")
         if self.checkpoint_every < 1:
             raise bad(f"checkpoint-every must be >= 1, got {self.checkpoint_every}")
-        acts = list(self.cppn_activations)
-        if not acts or len(set(acts)) < len(acts) or any(a not in ACTIVATIONS for a in acts):
-            raise bad(f"bad CPPN activations {','.join(map(str, acts)) or '(none)'}: use distinct names from "
-                      f"{','.join(ACTIVATIONS)}")
+        try:
+            check_activations(self.cppn_activations)
+        except ValueError as e:
+            raise bad(str(e)) from None
 
     @property
     def genomes_per_forward(self) -> int:

@@ -86,6 +86,14 @@ _RAW = {"sine": (0, 0.0), "sigmoid": (1, 0.0), "gaussian": (2, 0.0), "linear": (
 assert list(_RAW) == list(ACTIVATIONS)
 
 
+def check_activations(names: Sequence[str]) -> None:
+    """ValueError unless ``names`` are distinct names from ACTIVATIONS (at least one)."""
+    names = list(names)
+    if not names or len(set(names)) < len(names) or any(a not in ACTIVATIONS for a in names):
+        raise ValueError(f"bad CPPN activations {','.join(map(str, names)) or '(none)'}: use distinct names "
+                         f"from {','.join(ACTIVATIONS)}")
+
+
 @dataclass(frozen=True)
 class CPPNSpec:
     """Shape and mutation rates of a CPPN population (keyword-only hyperparameters live here)."""
@@ -104,10 +112,7 @@ class CPPNSpec:
     delete_node: float = 0.2
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.activations if a not in ACTIVATIONS]
-        if unknown or not self.activations or len(set(self.activations)) < len(self.activations):
-            raise ValueError(f"CPPN activations must be distinct names from {', '.join(ACTIVATIONS)}; "
-                             f"got {', '.join(self.activations) or 'none'}")
+        check_activations(self.activations)
 
     @property
     def nodes(self) -> int:
