@@ -70,16 +70,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
 
 # How render computes them, in place on contiguous row groups. Activation ``a`` of group ``g`` gives
-# ``value = alpha_g * raw + beta_g`` with ``raw = fn_g(z + phase_a)``; the affine maps are folded into
-# the consumers' weights and the phases into the bias weight, so a group costs one in-place call.
-# The clamps change nothing visible (e^-80 ~ 2e-35) but keep exp clear of underflow, which on CPU
-# takes a slow path 25 times slower: CPPN pre-activations reach ±40 and more.
-_GROUPS: list[tuple[Callable[[torch.Tensor], torch.Tensor], float, float]] = [  # (fn, alpha, beta)
-    (torch.Tensor.sin_, 1.0, 0.0),
-    (lambda t: t.clamp_(-80.0, 80.0).sigmoid_(), 2.0, -1.0),  # 2 sigmoid(z) - 1 = tanh(z / 2), and faster
-    (lambda t: t.square_().clamp_(max=80.0).neg_().exp_(), 2.0, -1.0),
-    (lambda t: t.clamp_(-1.0, 1.0), 1.0, 0.0),
-    (lambda t: t.abs_().clamp_(max=1.0), 1.0, 0.0),
+# ``value = alpha_g * raw + beta_g`` with ``raw = fn_g(gain_g * z + phase_a)``; the gains are folded into
+# the node's own incoming weights, the affine maps into its consumers' weights and the phases into the
+# bias weight, so a group costs one in-place call (the Gaussian four). The bipolar sigmoid is tanh(z / 2):
+# one call, where sigmoid needs a clamp first. The Gaussian's clamp changes nothing visible (e^-80 ~
+# 2e-35) but keeps exp clear of underflow, which on CPU takes a slow path 25 times slower: CPPN
+# pre-activations reach ±40 and more.
+_GROUPS: list[tuple[Callable[[torch.Tensor], torch.Tensor], float, float, float]] = [  # (fn, gain, alpha, beta)
+    (torch.Tensor.sin_, 1.0, 1.0, 0.0),
+    (torch.Tensor.tanh_, 0.5, 1.0, 0.0),  # 2 / (1 + e^-z) - 1 = tanh(z / 2)
+    (lambda t: t.square_().clamp_(max=80.0).neg_().exp_(), 1.0, 2.0, -1.0),
+    (lambda t: t.clamp_(-1.0, 1.0), 1.0, 1.0, 0.0),
+    (lambda t: t.abs_().clamp_(max=1.0), 1.0, 1.0, 0.0),
 ]
 _RAW = {"sine": (0, 0.0), "sigmoid": (1, 0.0), "gaussian": (2, 0.0), "linear": (3, 0.0),
         "cosine": (0, math.pi / 2), "abs": (4, 0.0)}  # name: (group, phase); tests check them against ACTIVATIONS
@@ -161,8 +163,8 @@ def activate(z: torch.Tensor, act: torch.Tensor, activations: Sequence[str] = tu
     for a, name in enumerate(activations):
         group, phase = _RAW[name]
         rows = (act == a).nonzero().squeeze(1)
-        fn, alpha, beta = _GROUPS[group]
-        out.index_copy_(0, rows, fn(z.index_select(0, rows) + phase) * alpha + beta)
+        fn, gain, alpha, beta = _GROUPS[group]
+        out.index_copy_(0, rows, fn(z.index_select(0, rows) * gain + phase) * alpha + beta)
     return out
 
 
@@ -186,8 +188,9 @@ class _Constants(NamedTuple):
     slot: torch.Tensor  # (N,) slot numbers
     allowed: torch.Tensor  # (N, N) bool, as CPPNSpec.allowed
     group: torch.Tensor  # (A,) per activation of the spec: its render group,
-    phase: torch.Tensor  # its phase,
-    alpha_beta: torch.Tensor  # (A, 2) and its group's affine map
+    fold: torch.Tensor  # (4, A) and its alpha, beta, gain and phase
+    inputs_ab: torch.Tensor  # (2, 1, NUM_INPUTS) alpha 1, beta 0 of the inputs
+    bias_col: torch.Tensor  # (N,) 1 at the bias input, else 0
 
 
 @functools.lru_cache(maxsize=32)
@@ -198,10 +201,12 @@ def _constants(spec: CPPNSpec, device: torch.device) -> _Constants:
         torch.sparse_csr_tensor(torch.tensor([0, 0]), torch.tensor([], dtype=torch.long), torch.tensor([]), size=(1, 1))
     inputs, hidden, _ = spec.kinds(device)
     raw = [_RAW[name] for name in spec.activations]
-    return _Constants(inputs, hidden, torch.arange(spec.nodes, device=device), spec.allowed(device),
-                      torch.tensor([g for g, _ in raw], device=device),
-                      torch.tensor([p for _, p in raw], device=device),
-                      torch.tensor([_GROUPS[g][1:] for g, _ in raw], device=device))
+    fold = [(_GROUPS[g][2], _GROUPS[g][3], _GROUPS[g][1], p) for g, p in raw]
+    slot = torch.arange(spec.nodes, device=device)
+    return _Constants(inputs, hidden, slot, spec.allowed(device), torch.tensor([g for g, _ in raw], device=device),
+                      torch.tensor(fold, device=device).t().contiguous(),
+                      torch.tensor([[1.0] * NUM_INPUTS, [0.0] * NUM_INPUTS], device=device).view(2, 1, NUM_INPUTS),
+                      (slot == NUM_INPUTS - 1).float())
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,9 +225,10 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
 
     1. each genome's live hidden nodes are compacted (slot order is a topological order), and its
        connections gathered into a small dense ``(P, steps, sources)`` weight array;
-    2. the affine part of each source's activation (``2 sigmoid(z) - 1``: alpha 2, beta -1) is
-       folded into the weights of its consumers, and the cosine's phase into the bias weight;
-    3. the enabled connections become one sparse CSR matrix (rows: nodes, columns: rows of ``B``);
+    2. the affine part of each source's activation (``2 exp(-z²) - 1``: alpha 2, beta -1) is
+       folded into the weights of its consumers, each node's gain (``tanh(z / 2)``) into its own
+       and the cosine's phase into the bias weight;
+    3. the connections become one sparse CSR matrix (rows: nodes, columns: rows of ``B``);
     4. each step is one sparse × dense product of its rows of that matrix with the rows of ``B``
        above it, written into its own rows, and one in-place call per activation group.
 
@@ -232,13 +238,13 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     ``sparse=False`` multiplies by the same matrix made dense (the default on devices without
     sparse CSR products, such as MPS).
     """
-    w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
+    w, act, alive = genomes["w"], genomes["act"], genomes["alive"]  # (w is 0 where "on" is off)
     P, N = act.shape
     O, X, I, G = spec.outputs, height * width, NUM_INPUTS, len(_GROUPS)
     dev = w.device
     if P == 0:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
-    _, hidden, slot, _, group_of, phase_of, alpha_beta = _constants(spec, dev)
+    _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)
 
     # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots
     live = alive & hidden
@@ -251,49 +257,54 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     nodes[:, I:] = N - 1  # padding: an output slot, which never feeds anything
     nodes.scatter_(1, torch.where(live, cum + (I - 1), I + M), slot.expand(P, N))  # the rest: to the spare column
     nodes = torch.cat([nodes[:, :I + M], slot[N - O:].expand(P, O)], 1)
-    # incoming[p, j, i]: weight into compact node I + j from compact node i < I + j (0 where no connection)
+    steps = torch.arange(S, device=dev)
+    active = (count[:, None] > steps) | (steps >= M)  # (P, S): genome p has a node at step j
+    # incoming[p, j, i]: weight into compact node I + j from compact node i. No mask needed: w is 0
+    # wherever a connection is off, and so wherever i >= I + j (slot order is topological, and a
+    # padding source is an output slot, which feeds nothing); a padding destination is input 0,
+    # which nothing feeds, so the rows of absent nodes are 0
+    dst = nodes[:, I:] * active
     flat = ((torch.arange(P, device=dev) * (N * N))[:, None, None]
-            + nodes[:, None, :I + M] * N + nodes[:, I:, None]).view(-1)  # (P, S, I + M) into (P, N, N)
-    causal = torch.ones(S, I + M, dtype=torch.bool, device=dev).tril_(I - 1)  # hidden j reads hidden < j only
-    enabled = on.view(-1).index_select(0, flat).view(P, S, I + M) & causal
-    incoming = w.view(-1).index_select(0, flat).view(P, S, I + M) * enabled.view(torch.uint8)
+            + nodes[:, None, :I + M] * N + dst[:, :, None]).view(-1)  # (P, S, I + M) into (P, N, N)
+    incoming = w.view(-1).index_select(0, flat).view(P, S, I + M)
     act_c = act.gather(1, nodes[:, I:])  # (P, S)
 
-    # 2. fold: a consumer of source i sees alpha_i raw_i + beta_i; its phase joins the bias (input 3)
-    ab = alpha_beta.index_select(0, act_c.view(-1)).view(P, S, 2)
-    hid = incoming[:, :, I:]
-    phase = phase_of.index_select(0, act_c.view(-1)).view(P, S)
-    incoming[:, :, I - 1] += torch.bmm(hid, ab[:, :M, 1:]).squeeze(-1) + phase
-    hid *= ab[:, None, :M, 0]
+    # 2. fold: node j sees alpha_i raw_i + beta_i of each source i, and computes raw_j = fn(gain_j z_j +
+    # phase_j): scale each weight by gain_j alpha_i, and shift the bias weight (input 3) by
+    # gain_j Σ_i w_ji beta_i + phase_j
+    f = fold.index_select(1, act_c.view(-1)).view(4, P, S)  # alpha, beta, gain, phase of each node
+    src = torch.cat([inputs_ab.expand(2, P, I), f[:2, :, :M]], 2)  # (2, P, I + M): alpha, beta of each source
+    shift = torch.bmm(incoming, src[1, :, :, None]).squeeze(-1).mul_(f[2]).add_(f[3] * active)  # (P, S)
+    incoming = torch.addcmul(shift[:, :, None] * bias_col[:I + M], incoming, f[2][:, :, None] * src[0][:, None, :])
 
     # 3. rows of B: step by step, the genomes active there, grouped by activation, in genome order
-    steps = torch.arange(S, device=dev)
-    active = (count[:, None] > steps) | (steps >= M)  # (P, S)
     keyed = torch.where(active, group_of.index_select(0, act_c.view(-1)).view(P, S), G)  # inactive: G
     seen = torch.nn.functional.one_hot(keyed, G + 1).cumsum(0)  # (P, S, G + 1): running count per group
     sizes = seen[-1, :, :G]  # (S, G) rows per (step, group)
     first = sizes.flatten().cumsum(0).view(S, G) - sizes  # first row of each (step, group), after the inputs
     pos = first.gather(1, keyed.clamp(max=G - 1).t()).t() + seen.gather(2, keyed[..., None]).squeeze(-1) - 1 + I
-    # CSR entries of each row: its sources with a nonzero (folded) weight, in order
-    nz = (incoming != 0) & active[:, :, None]
-    kth = nz.view(torch.uint8).cumsum(-1, dtype=torch.int32)  # (P, S, I + M)
-    degree = kth[..., -1]  # (P, S), 0 where inactive
-    meta = torch.cat([sizes.flatten(), degree.sum(0)]).tolist()  # host sync 2: rows and entries per step
+    per_step = incoming.bool().sum((0, 2))  # (S,) CSR entries: the nonzero (folded) weights
+    meta = torch.cat([sizes.flatten(), per_step]).tolist()  # host sync 2: rows and entries per step
     T, per_step = sum(meta[:S * G]), meta[S * G:]
     E = sum(per_step)
-    row = torch.where(active, pos - I, T).view(-1)  # CSR row (inactive: a spare one)
-    crow = torch.zeros(T + 2, dtype=torch.long, device=dev).index_put_((row + 1,), degree.view(-1).long())
-    crow = crow[:T + 1].cumsum_(0)
-    entry = torch.where(nz, crow.index_select(0, row.clamp(max=T)).view(P, S, 1) + kth - 1, E).view(-1)
+    # the weight array's rows put in CSR row order (absent nodes: to a spare row T), so its nonzero
+    # entries, read row by row, are the CSR entries in order
+    row = torch.where(active, pos - I, T).view(-1)
+    by_row = torch.empty(T + 1, I + M, device=dev).index_copy_(0, row, incoming.view(P * S, I + M))[:T]
+    genome = torch.empty(T + 1, dtype=torch.long, device=dev).index_copy_(
+        0, row, torch.arange(P, device=dev).repeat_interleave(S))[:T]
     source_row = torch.cat([slot[:I].expand(P, I), pos[:, :M]], 1)  # (P, I + M): row of B of each source
-    cols = torch.empty(E + 1, dtype=torch.long, device=dev).scatter_(
-        0, entry, source_row[:, None, :].expand(P, S, I + M).reshape(-1))
-    vals = torch.empty(E + 1, device=dev).scatter_(0, entry, incoming.view(-1))  # (entry E: a spare slot)
+    nz = by_row.bool()
+    entry = (torch.nonzero_static(nz.view(-1), size=E) if dev.type in ("cpu", "cuda")  # no host sync: E is known
+             else nz.view(-1).nonzero()).squeeze(1)
+    vals = by_row.view(-1).index_select(0, entry)
+    cols = source_row.index_select(0, genome).view(-1).index_select(0, entry)
+    crow = torch.zeros(T + 1, dtype=torch.long, device=dev)
+    torch.cumsum(nz.sum(1), 0, out=crow[1:])
     if sparse is None:
         sparse = dev.type in ("cpu", "cuda")  # torch has sparse CSR × dense products there
     if not sparse:
-        rows = torch.empty(E + 1, dtype=torch.long, device=dev).scatter_(
-            0, entry, row.view(P, S, 1).expand(P, S, I + M).reshape(-1))
+        rows = torch.div(entry, I + M, rounding_mode="floor")
 
     # 4. the steps
     B = torch.empty(I + T, X, device=dev)
@@ -310,7 +321,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
                                                          accumulate=True)
         torch.addmm(z, a, B[:r], beta=0, out=z)  # twice as fast as mm(out=z) on CPU; beta=0 ignores z's garbage
         g0 = 0
-        for (fn, alpha, beta), k in zip(_GROUPS, counts):
+        for (fn, _, alpha, beta), k in zip(_GROUPS, counts):
             if k:
                 part = fn(z[g0:g0 + k])
                 if j >= M and (alpha, beta) != (2.0, -1.0):  # an output: image = (alpha raw + beta + 1) / 2
@@ -330,26 +341,20 @@ def _outer_and(alive: torch.Tensor) -> torch.Tensor:
     return (a[:, :, None] * a[:, None, :]).view(torch.bool)
 
 
-def _pick(candidates: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uniformly random True position per row of ``candidates`` ``(P, M)`` bool →
-    ``(index (P,), found (P,) bool)`` (index is arbitrary where nothing is found). One random
-    number per row: the ``r``-th True position, ``r`` uniform below the row's count."""
+def _pick(candidates: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uniformly random True position per row of ``candidates`` ``(P, M)`` bool, given one
+    uniform ``u`` ``(P,)`` per row → ``(index (P,), found (P,) bool)`` (index is arbitrary where
+    nothing is found): the ``r``-th True position, ``r = ⌊u · count⌋``."""
     cum = candidates.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # bool → int directly is slow on CPU
     count = cum[:, -1]
-    r = (torch.rand(count.shape, generator=gen, device=cum.device) * count).int()
-    r = torch.minimum(r, count - 1).clamp_min(0)
-    index = torch.searchsorted(cum, (r + 1)[:, None]).squeeze(1)
-    return index.clamp_max(candidates.shape[1] - 1), count > 0
+    rank = torch.minimum((u * count).int() + 1, count)  # 1-based, ⌊u · count⌋ + 1 <= count but for rounding
+    return torch.searchsorted(cum, rank[:, None]).squeeze(1), count > 0
 
 
-def _coin(p: float, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.rand(n, generator=gen, device=device) < p
-
-
-def _takers(p: float, possible: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Indices of the genomes that take a mutation: a coin with probability ``p`` per genome,
-    where the mutation is ``possible``. (One host sync; the edits then touch only these rows.)"""
-    return (_coin(p, possible.shape[0], gen, possible.device) & possible).nonzero().squeeze(1)
+def _takers(p: float, possible: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Indices of the genomes that take a mutation: those where it is ``possible`` and their
+    uniform ``u`` is below ``p``. (One host sync; the edits then touch only these rows.)"""
+    return ((u < p) & possible).nonzero().squeeze(1)
 
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
@@ -359,6 +364,7 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving)."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
+    A = len(spec.activations)
     dev = w.device
     rows = torch.arange(P, device=dev)
     inputs, hidden, slot, allowed = _constants(spec, dev)[:4]
@@ -367,34 +373,35 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     # weights and activations
     polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
     resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
-    act.copy_(torch.where(resample, torch.randint(len(spec.activations), (P, N), generator=gen, device=dev), act))
+    act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
 
-    # the connections the topology and the live nodes permit (nodes change only further down)
-    live_edges = allowed & _outer_and(alive)
-
+    # the structural mutations, in turn: every random number they need, one row per use
+    (u_add, u_add_take, u_add_w, u_del, u_del_take, u_chg, u_chg_end, u_chg_other, u_chg_take, u_split, u_slot,
+     u_split_take, u_split_act, u_kill, u_kill_take) = torch.rand(15, P, generator=gen, device=dev)
+    live_edges = allowed & _outer_and(alive)  # what the topology and the live nodes permit (nodes change last)
     w_flat, on_flat = w.view(P, N * N), on.view(P, N * N)  # views: edge src → dst is column src·N + dst
 
     # add connection
-    edge, ok = _pick((live_edges & ~on).view(P, -1), gen)
-    r = _takers(spec.add_connection, ok, gen)
+    edge, ok = _pick((live_edges & ~on).view(P, -1), u_add)
+    r = _takers(spec.add_connection, ok, u_add_take)
     on_flat[r, edge[r]] = True
-    w_flat[r, edge[r]] = (torch.rand(r.numel(), generator=gen, device=dev) * 2 - 1) * wmax
+    w_flat[r, edge[r]] = (u_add_w[r] * 2 - 1) * wmax
 
     # delete connection
-    edge, ok = _pick(on_flat, gen)
-    r = _takers(spec.delete_connection, ok, gen)
+    edge, ok = _pick(on_flat, u_del)
+    r = _takers(spec.delete_connection, ok, u_del_take)
     on_flat[r, edge[r]] = False
     w_flat[r, edge[r]] = 0.0  # w stays 0 wherever a connection is off
 
     # change connection: move one end of an enabled connection to a free slot, keeping its weight
-    edge, ok = _pick(on_flat, gen)
+    edge, ok = _pick(on_flat, u_chg)
     src, dst = edge // N, edge % N
-    keep_src = _coin(0.5, P, gen, dev)
+    keep_src = u_chg_end < 0.5
     free = live_edges & ~on
     ends = torch.where(keep_src[:, None], free[rows, src, :], free[rows, :, dst])  # (P, N) new dst or new src
-    other, ok2 = _pick(ends, gen)
+    other, ok2 = _pick(ends, u_chg_other)
     moved = torch.where(keep_src, src * N + other, other * N + dst)
-    r = _takers(spec.change_connection, ok & ok2, gen)
+    r = _takers(spec.change_connection, ok & ok2, u_chg_take)
     old, new = edge[r], moved[r]
     w_flat[r, new] = w_flat[r, old]
     w_flat[r, old] = 0.0
@@ -406,10 +413,10 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     cum = vacant.view(torch.uint8).cumsum(dim=1, dtype=torch.int32)  # vacant slots in [0, j]
     before = cum - vacant.view(torch.uint8)  # vacant slots in [0, j)
     between = (before[:, None, :] - cum[:, :, None]).clamp_(0, 1).to(torch.uint8).view(torch.bool)  # a vacancy in (a, b)
-    edge, ok = _pick((on & between).view(P, -1), gen)
+    edge, ok = _pick((on & between).view(P, -1), u_split)
     a, b = edge // N, edge % N
-    k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), gen)
-    r = _takers(spec.add_node, ok & ok2, gen)
+    k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), u_slot)
+    r = _takers(spec.add_node, ok & ok2, u_split_take)
     a, b, k = a[r], b[r], k[r]
     w[r, k, b] = w[r, a, b]
     w[r, a, b] = 0.0
@@ -418,11 +425,11 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     on[r, a, k] = True
     on[r, k, b] = True
     alive[r, k] = True
-    act[r, k] = torch.randint(len(spec.activations), (r.numel(),), generator=gen, device=dev)
+    act[r, k] = (u_split_act[r] * A).long().clamp_(max=A - 1)
 
     # delete node, with its connections
-    k, ok = _pick(alive & hidden, gen)
-    r = _takers(spec.delete_node, ok, gen)
+    k, ok = _pick(alive & hidden, u_kill)
+    r = _takers(spec.delete_node, ok, u_kill_take)
     k = k[r]
     alive[r, k] = False
     on[r, k], w[r, k] = False, 0.0

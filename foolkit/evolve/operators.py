@@ -112,9 +112,11 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
     Only the picked genes are drawn and computed (about ``rate`` of them).
     """
     flat = _flat(x)
-    pick = bernoulli_indices(flat.numel(), rate, gen, x.device)
-    if mask is not None:  # masked-out genes keep their value: drop them before computing (few survive when sparse)
-        pick = pick.masked_select(mask.expand_as(x).reshape(-1).index_select(0, pick))
+    if mask is None:
+        pick = bernoulli_indices(flat.numel(), rate, gen, x.device)
+    else:  # only the genes the mask allows are tried (few, when it is sparse)
+        among = mask.expand_as(x).reshape(-1).nonzero().squeeze(1)
+        pick = among.index_select(0, bernoulli_indices(among.numel(), rate, gen, x.device))
     values = flat.index_select(0, pick)  # index_select / index_copy_: several times faster than x[idx] on CPU
     eta_v = eta.expand_as(x).reshape(-1).index_select(0, pick) if isinstance(eta, torch.Tensor) else eta
     flat.index_copy_(0, pick, polynomial_step(values, uniform_like(values, gen), eta=eta_v, low=low, up=up))
