@@ -182,8 +182,8 @@ def main() -> None:
     print(out["mnist_cppn"], flush=True)
     print("throughput ...", flush=True)
     out["throughput"] = [
-        throughput("lenet-mnist", lenet, EvolveConfig(population=200), 20),
-        throughput("lenet-mnist", lenet, EvolveConfig(encoding="cppn", population=200), 20),
+        throughput("lenet-mnist", lenet, EvolveConfig(population=200), 20, rounds=15),
+        throughput("lenet-mnist", lenet, EvolveConfig(encoding="cppn", population=200), 20, rounds=15),
         throughput("resnet50-random", resnet50(dev), EvolveConfig(encoding="cppn", population=32, batch_size=32),
                    2 if dev.type == "cpu" else 10, rounds=5 if dev.type == "cpu" else 9),
     ]

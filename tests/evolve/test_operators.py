@@ -49,6 +49,21 @@ def test_polynomial_bounds_rate_and_determinism() -> None:
     assert a.min() >= 0 and a.max() <= 1
 
 
+def test_polynomial_mask_limits_which_genes_mutate_not_their_rate() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(50, 21, 21, generator=g) * 2 - 1
+    mask = torch.rand(50, 21, 21, generator=g) < 0.1  # sparse, like enabled CPPN connections
+    out = polynomial_mutation_(x.clone(), rate=0.3, eta=15, low=-1.0, up=1.0, gen=g, mask=mask)
+    changed = out != x
+    assert not changed[~mask].any()  # genes outside the mask keep their value
+    n = int(mask.sum())
+    assert abs(changed[mask].sum().item() - 0.3 * n) < 4 * math.sqrt(n * 0.3 * 0.7)  # each allowed gene: rate 0.3
+    row = torch.zeros(21, 21, dtype=torch.bool)
+    row[3, 5] = True  # a mask that broadcasts over the population
+    out = polynomial_mutation_(x.clone(), rate=1.0, eta=15, low=-1.0, up=1.0, gen=g, mask=row)
+    assert torch.equal(out != x, row.expand_as(x))
+
+
 def test_sbx_matches_deap(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(1)
     a = [rng.random() for _ in range(300)]
