@@ -156,9 +156,9 @@ def coordinates(height: int, width: int, device: torch.device | str) -> torch.Te
 
 
 def activate(z: torch.Tensor, act: torch.Tensor, activations: Sequence[str] = tuple(ACTIVATIONS)) -> torch.Tensor:
-    """Apply each row's activation the way :func:`render` computes it (the group's raw in-place
-    function, then its affine map): ``z`` ``(P, X)``, ``act`` ``(P,)`` indices into ``activations``
-    → ``(P, X)`` in [-1, 1]."""
+    """Apply each row's activation the way :func:`render` computes it (gain and phase, the group's
+    raw in-place function, then its affine map): ``z`` ``(P, X)``, ``act`` ``(P,)`` indices into
+    ``activations`` → ``(P, X)`` in [-1, 1]."""
     out = torch.empty_like(z)
     for a, name in enumerate(activations):
         group, phase = _RAW[name]
