@@ -60,13 +60,12 @@ def polynomial_step(x: torch.Tensor, u: torch.Tensor, *, eta: float | torch.Tens
     each branch's power is taken once, on the side ``u`` selects).
     """
     span = up - low
-    lower = u < 0.5
-    m = lower.view(torch.uint8).to(x.dtype)  # 1 below, 0 above (bool → float directly is slow on CPU)
-    gap = torch.lerp(x - low, up - x, m) / span  # 1 - δ1 below, 1 - δ2 above
-    s = 1.0 - (2.0 * u - 1.0).abs()  # 2u below, 2(1 - u) above: both branches are s + (1 - s)·gap^(η+1)
-    r = power((s + (1.0 - s) * power(gap, eta + 1.0)).clamp_min(0), 1.0 / (eta + 1.0))
-    delta_q = (r - 1.0) * (2.0 * m - 1.0)  # r - 1 below, 1 - r above
-    return (x + delta_q * span).clamp(low, up)
+    v = u * 2.0 - 1.0  # DEAP's lower branch is v < 0 (u < 0.5)
+    side = v.sign()  # -1 below, +1 above (0 at u = 0.5, where the step is 0 on either side)
+    a = v.abs_()  # 1 - s, where s = 2u below and 2(1 - u) above
+    gap = (x - 0.5 * (low + up)).mul_(side).mul_(1.0 / span).add_(0.5)  # 1 - δ1 below, 1 - δ2 above
+    r = power(torch.addcmul(1.0 - a, a, power(gap, eta + 1.0)), 1.0 / (eta + 1.0))  # (s + (1 - s)·gap^(η+1))^(1/(η+1))
+    return torch.add(x, r.sub_(1.0).mul_(side), alpha=-span).clamp_(low, up)  # δq = r - 1 below, 1 - r above
 
 
 def bernoulli_indices(n: int, p: float, gen: torch.Generator, device: torch.device | str, *,
