@@ -58,13 +58,16 @@ def time_to_fool(model: Classifier, config: EvolveConfig) -> dict:
 
 
 @torch.no_grad()
-def phases(evo: MapElites, generations: int) -> dict[str, float]:
-    """Median milliseconds per generation of each phase, timed one by one with device syncs, to
+def phases(evo: MapElites, generations: int) -> dict[str, dict[str, float]]:
+    """Median milliseconds of each phase of a generation, timed one by one with device syncs, to
     show where an overhead goes: ask (parent selection and variation), decode (CPPN rendering)
-    with 8-bit rounding, score (the forward and log-softmax) and tell (the archive). For a
-    population that fits one evaluation chunk."""
+    with 8-bit rounding, score (the forward and log-softmax) and tell (the archive). ``in_loop``:
+    as they run in the generation loop, each after the others; ``back_to_back``: each phase
+    repeated on its own on the last generation's inputs (ask and decode do not change the
+    archive; tell does, so it is not repeated). For a population that fits one evaluation chunk."""
     dev = evo.model.device
     times: dict[str, list[float]] = {"ask": [], "decode": [], "score": [], "tell": []}
+    offspring, images = None, None
     for _ in range(generations):
         t0 = time.perf_counter()
         offspring = evo.ask()
@@ -81,7 +84,39 @@ def phases(evo: MapElites, generations: int) -> dict[str, float]:
         t4 = time.perf_counter()
         for key, a, b in (("ask", t0, t1), ("decode", t1, t2), ("score", t2, t3), ("tell", t3, t4)):
             times[key].append((b - a) * 1e3)
-    return {k: round(statistics.median(v), 3) for k, v in times.items()}
+    repeated = {"ask": lambda: evo.ask(), "decode": lambda: quantize(evo.encoding.decode(offspring)),
+                "score": lambda: evo.scorer(images)}
+    alone: dict[str, list[float]] = {}
+    for key, fn in repeated.items():
+        fn()
+        alone[key] = []
+        for _ in range(generations):
+            t0 = time.perf_counter()
+            fn()
+            sync(dev)
+            alone[key].append((time.perf_counter() - t0) * 1e3)
+    return {"in_loop": {k: round(statistics.median(v), 3) for k, v in times.items()},
+            "back_to_back": {k: round(statistics.median(v), 3) for k, v in alone.items()}}
+
+
+def cold_start(gaps_ms: tuple[float, ...] = (0.0, 2.0, 12.0), repeats: int = 200) -> dict[str, float]:
+    """Microseconds one elementwise op (an add on 160k floats, above torch's parallel grain)
+    takes right after ``gap`` ms of single-threaded Python (a busy wait): on a machine whose idle
+    cores sleep or whose caches are shared, the first op after a pause costs more. This is the
+    cost every phase of a generation pays once it follows another phase."""
+    x, out = torch.rand(200, 800), torch.empty(200, 800)
+    result = {}
+    for gap in gaps_ms:
+        t = []
+        for _ in range(repeats):
+            end = time.perf_counter() + gap / 1e3
+            while time.perf_counter() < end:
+                pass
+            t0 = time.perf_counter()
+            torch.add(x, 1.0, out=out)
+            t.append((time.perf_counter() - t0) * 1e6)
+        result[f"after_{gap:g}_ms"] = round(statistics.median(t), 1)
+    return result
 
 
 @torch.no_grad()
@@ -128,7 +163,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
             "plain_forward_on": "the images the evolution last evaluated",
             "overhead": round(statistics.median(overhead), 3),
             "overhead_min_max": [round(overhead[0], 3), round(overhead[-1], 3)],
-            "phases_ms_after": split,
+            "phases_ms": split,
             "load_before": before, "load_after": load()}
 
 
@@ -187,6 +222,8 @@ def main() -> None:
     cpu = dev.type == "cpu"
     small, big = (200, 32) if cpu else (4096, 256)
     out["throughput_populations"] = {"lenet": small, "resnet50": big}
+    if cpu:
+        out["cold_start_add_us"] = cold_start()
     out["throughput"] = [
         throughput("lenet-mnist", lenet, EvolveConfig(population=small, batch_size=max(256, small)), 20, rounds=15),
         throughput("lenet-mnist", lenet, EvolveConfig(encoding="cppn", population=small, batch_size=max(256, small)),
