@@ -57,7 +57,7 @@ def time_to_fool(model: Classifier, config: EvolveConfig) -> dict:
             float(res.confidences.float().quantile(0.5)), "load_before": before, "load_after": load()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def phases(evo: MapElites, generations: int) -> dict[str, dict[str, float]]:
     """Median milliseconds of each phase of a generation, timed one by one with device syncs, to
     show where an overhead goes: ask (parent selection and variation), decode (CPPN rendering)
@@ -119,7 +119,7 @@ def cold_start(gaps_ms: tuple[float, ...] = (0.0, 2.0, 12.0), repeats: int = 200
     return result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def throughput(name: str, model: Classifier, config: EvolveConfig, generations: int, rounds: int = 9) -> dict:
     """Evolution rate beside the model's plain forward rate on the same images.
 
@@ -130,7 +130,8 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     generations. Each round gives one overhead, 1 − evolution rate / forward rate, so drift in a
     shared machine's speed hits both sides alike; the median round is reported with the spread.
     A CPPN population changes over a run, so the evolution is timed over generations
-    2 .. 1 + rounds × generations, as in a real run.
+    2 .. 1 + rounds × generations, as in a real run. Both sides run in inference mode, as a
+    generation does.
     """
     before = load()
     dev = model.device

@@ -194,6 +194,7 @@ class _Constants(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
+@torch.inference_mode(False)  # cached: ordinary tensors, even when first asked for inside an inference-mode loop
 def _constants(spec: CPPNSpec, device: torch.device) -> _Constants:
     """What render and mutate need of a spec, made once per (spec, device)."""
     with warnings.catch_warnings():  # torch warns once per process that sparse CSR is "beta": use it up here
@@ -210,6 +211,7 @@ def _constants(spec: CPPNSpec, device: torch.device) -> _Constants:
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)
 def _coordinates(height: int, width: int, device: torch.device) -> torch.Tensor:
     return coordinates(height, width, device)
 

@@ -51,6 +51,7 @@ def rate_scale(generation: int, halve_every: int) -> float:
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # cached: an ordinary tensor, even when first asked for inside inference mode
 def bilinear_matrix(size: int, cells: int, device: torch.device | str) -> torch.Tensor:
     """``(size, cells)``: bilinear upsampling along one axis as a matrix (``align_corners=False``),
     so upsampling a batch of grids is two small matrix products, ``A_h @ grid @ A_wᵀ``. Cached: do

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from foolkit.evolve import EvolveConfig, Interrupted, MapElites, Scorer, run_evolution, ten_crops
-from foolkit.images import load_image
+from foolkit.images import load_image, quantize
 from foolkit.models import Classifier, new_model
 from foolkit.runs import RunDir
 
@@ -49,6 +49,23 @@ def test_direct_run_improves_and_is_deterministic(lenet) -> None:
     assert torch.equal(a.images, torch.round(a.images * 255) / 255)
     logp = Scorer(lenet, list(range(10)))(a.images)
     assert torch.allclose(logp.diagonal().exp(), a.confidences, atol=1e-5)
+
+
+def test_ask_tell_by_hand_outside_inference_mode_matches_step(lenet) -> None:
+    """ask / tell work with a caller's own scoring in ordinary (even grad-enabled) mode, and give
+    what step gives; the inference tensors they return can be varied on a copy."""
+    cfg = EvolveConfig(encoding="cppn", population=16, seed=5)
+    by_hand, stepped = MapElites(lenet, cfg, list(range(10))), MapElites(lenet, cfg, list(range(10)))
+    for _ in range(3):
+        offspring = by_hand.ask()
+        scores = by_hand.scorer(quantize(by_hand.encoding.decode(offspring)))  # grad mode: a differentiable score
+        by_hand.tell(offspring, scores.detach())
+        stepped.step()
+    assert torch.equal(by_hand.archive.fitness, stepped.archive.fitness)
+    assert torch.equal(by_hand.elite_images(), stepped.elite_images())
+    mine = {k: v.clone() for k, v in offspring.items()}
+    by_hand.encoding.mutate(mine, torch.Generator().manual_seed(0), generation=4)  # in place, on ordinary tensors
+    assert not torch.equal(mine["w"], offspring["w"])
 
 
 def _final(out: Path) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
