@@ -402,15 +402,13 @@ def plot_rounds(rounds: list[Round], config: RetrainConfig, path: Path) -> None:
     robust accuracy / median norm."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     from foolkit.runs import atomic_write_bytes
 
     xs = [r.round for r in rounds]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig = Figure(figsize=(12, 3.4))
+    axes = fig.subplots(1, 3)
     accs = [r.clean_accuracy * 100 for r in rounds]
     axes[0].plot(xs, accs, "o-", color="tab:blue")
     axes[0].set_ylim(max(0.0, min(accs) - 3), 100.5)
@@ -442,5 +440,4 @@ def plot_rounds(rounds: list[Round], config: RetrainConfig, path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

@@ -61,13 +61,11 @@ def save_gallery(path: Path, images: torch.Tensor, names: Sequence[str], confide
 
 def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) -> None:
     """Min / median / max elite confidence and classes at ≥ 99% / 99.99% over generations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     gens = [r["generation"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax1, ax2 = fig.subplots(1, 2)
     for key, style in (("max", "-"), ("median", "-"), ("min", "-")):
         ax1.plot(gens, [r[key] for r in history], style, label=key)
     ax1.set_xlabel("generation")
@@ -85,7 +83,6 @@ def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_archive_json(path: Path, *, model: str, method: str, encoding: str, generations_done: int,

@@ -234,12 +234,16 @@ def _label_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((r for r in runs if r.get("corruption") is not None), key=lambda r: r["corruption"])
 
 
-def _save_fig(fig: Any, path: Path) -> str:
-    import matplotlib.pyplot as plt
+def _figure(**kw: Any) -> Any:
+    """A matplotlib Figure made without pyplot: no GUI backend, no global state, nothing to close."""
+    from matplotlib.figure import Figure
 
+    return Figure(**kw)
+
+
+def _save_fig(fig: Any, path: Path) -> str:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return str(path)
 
 
@@ -257,15 +261,11 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
                  prefix: str = "fig1") -> dict[str, str]:
     """Zhang et al.'s figure 1 from run records: (a) training loss against steps per variant,
     (b) steps to fit against label corruption, (c) test error against label corruption."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = _figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     styles = ["-", "--", "-.", ":"]
     for i, r in enumerate(runs):
         steps = [h["step"] for h in r["history"]]
@@ -276,7 +276,8 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
     lab = _label_runs(runs)
     if lab:
         ps = [r["corruption"] for r in lab]
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig = _figure(figsize=(5.5, 4))
+        ax = fig.subplots()
         fitted = [(p, r["steps_to_fit"]) for p, r in zip(ps, lab) if r["steps_to_fit"] is not None]
         unfitted = [(p, r["history"][-1]["step"]) for p, r in zip(ps, lab) if r["steps_to_fit"] is None]
         if fitted:
@@ -290,7 +291,8 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
         paths["time_to_fit"] = _finish_panel(fig, ax, out_dir / f"{prefix}b-time-to-fit.png",
                                              xlabel="label corruption p", ylabel="time to overfit (steps)",
                                              title=f"(b) convergence slowdown — {title}")
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig = _figure(figsize=(5.5, 4))
+        ax = fig.subplots()
         ax.plot(ps, [1 - r["test_accuracy"] for r in lab], "o-", label="test error")
         ax.plot(ps, [1 - r["train_accuracy"] for r in lab], "s--", label="train error")
         ax.axhline(0.9, color="gray", ls=":", lw=1, label="chance (10 classes)")
@@ -407,13 +409,9 @@ def regularizer_markdown(rows: Sequence[dict[str, Any]], *, title: str = "") -> 
 
 def plot_regularizers(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
     """Grouped bars: train and test accuracy per regulariser, one panel per label kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = list(dict.fromkeys(r["variant"] for r in rows))
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5.5 * max(1, len(kinds)), 4), squeeze=False)
+    fig = _figure(figsize=(5.5 * max(1, len(kinds)), 4))
+    axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         rs = [r for r in rows if r["variant"] == kind]
         pos = range(len(rs))
