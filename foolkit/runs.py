@@ -148,6 +148,10 @@ class RunDir:
             self.log_path.unlink()
         return config
 
+    def save_config(self, config: dict[str, Any]) -> None:
+        """Replace the run's config (atomically), e.g. with the settings a resume changed."""
+        atomic_write_json(self.config_path, config)
+
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line and flush it to disk."""
         self.path.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ for that class. Batch-first: :meth:`Archive.add` takes a whole scored offspring 
 
 Fitness is the log-softmax of the class (monotone in the softmax confidence, so the same
 ranking as the paper's, but it keeps improving past 0.99999994 where float32 softmax
-saturates to 1). One genome may hold several cells.
+saturates to 1: :func:`foolkit.evolve.scoring.log_softmax`). One genome may hold several cells.
 """
 
 from __future__ import annotations
@@ -72,11 +72,12 @@ class Archive:
         """Offer a batch: ``scores`` ``(B, K)`` log-confidences of each genome in each cell.
 
         Each cell takes the batch's best genome for it if that strictly beats the incumbent
-        (ties keep the incumbent). Returns what changed.
+        (ties keep the incumbent). A NaN score counts as -inf: it neither wins nor hides the
+        batch's other scores from ``max``. Returns what changed.
         """
         if scores.shape[1] != self.cells:
             raise ValueError(f"scores have {scores.shape[1]} cells, archive has {self.cells}")
-        best, arg = scores.max(dim=0)
+        best, arg = scores.nan_to_num(nan=float("-inf")).max(dim=0)
         improved = best > self.fitness
         gain = torch.where(improved, best - self.fitness, torch.zeros_like(best))
         source = torch.where(improved, arg, torch.full_like(arg, -1))

@@ -154,6 +154,8 @@ class EvolveConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["size"] = list(self.size) if self.size is not None else None
+        d["classes"] = list(self.classes) if self.classes is not None else None  # tuples read back as lists
+        d["cppn_activations"] = list(self.cppn_activations)
         return d
 
     @classmethod

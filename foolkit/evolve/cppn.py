@@ -115,6 +115,7 @@ class CPPNSpec:
 
     def __post_init__(self) -> None:
         check_activations(self.activations)
+        object.__setattr__(self, "activations", tuple(self.activations))  # hashable: constants are cached per spec
 
     @property
     def nodes(self) -> int:
@@ -422,7 +423,7 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     a, b, k = a[r], b[r], k[r]
     w[r, k, b] = w[r, a, b]
     w[r, a, b] = 0.0
-    w[r, a, k] = 1.0
+    w[r, a, k] = min(1.0, wmax)  # identity-like, inside the weight range
     on[r, a, b] = False
     on[r, a, k] = True
     on[r, k, b] = True

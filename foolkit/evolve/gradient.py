@@ -53,7 +53,8 @@ class GradientAscent:
             logp = self.scorer(xq)  # (b, K)
             rows = torch.arange(logp.shape[0], device=logp.device)
             mine = logp[rows, rows + i]
-            (-mine.sum()).backward()
+            (grad,) = torch.autograd.grad(-mine.sum(), self.u)  # the images' gradient; the model's .grad is not touched
+            self.u.grad = grad if self.u.grad is None else self.u.grad.add_(grad)
             own[i:i + bs] = mine.detach()
         scores = torch.full((K, K), float("-inf"), device=own.device)
         scores.diagonal().copy_(own)

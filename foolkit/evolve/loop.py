@@ -90,9 +90,9 @@ class MapElites:
         occupied = self.archive.occupied
         weights = occupied.float()
         pick = torch.multinomial(weights, n, replacement=True, generator=self.gen)
-        if self.config.selection == "lagging":
-            deficit = torch.where(occupied, -self.archive.fitness, torch.zeros_like(weights)).clamp_min(1e-12)
-            k = int(n * self.config.lagging_fraction)
+        k = int(n * self.config.lagging_fraction) if self.config.selection == "lagging" else 0
+        if k > 0:  # an occupied cell weighs at least 1e-12 (a saturated one), an empty one nothing
+            deficit = torch.where(occupied, (-self.archive.fitness).clamp_min(1e-12), torch.zeros_like(weights))
             pick[:k] = torch.multinomial(deficit, k, replacement=True, generator=self.gen)
         return take(self.archive.genomes, pick)
 

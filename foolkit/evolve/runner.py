@@ -69,11 +69,11 @@ def make_search(model: Classifier, config: EvolveConfig, classes: list[int]) -> 
 
 def _record(search: MapElites | GradientAscent, update_count: int, seconds: float) -> dict[str, Any]:
     conf = search.archive.confidence
-    values = conf.tolist()  # once per generation
-    srt = sorted(values)
+    srt = sorted(conf.tolist())  # once per generation
+    at = torch.stack([(conf >= 0.99).sum(), (conf >= 0.9999).sum()]).tolist()  # compared as --until compares
     rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
-           "median": float(np.median(srt)), "max": srt[-1], "at_99": sum(v >= 0.99 for v in values),
-           "at_9999": sum(v >= 0.9999 for v in values), "improved": update_count, "seconds": round(seconds, 3)}
+           "median": float(np.median(srt)), "max": srt[-1], "at_99": at[0], "at_9999": at[1],
+           "improved": update_count, "seconds": round(seconds, 3)}
     rec.update(search.describe())
     return rec
 
@@ -82,7 +82,8 @@ def _save(run: RunDir, search: MapElites | GradientAscent, config: EvolveConfig,
           logbook: tools.Logbook, seconds: float) -> None:
     state = rng_state()
     meta = {"generation": search.generation, "evaluations": search.evaluations, "seconds": seconds,
-            "model": model_name, "config": config.to_dict(), "logbook": list(logbook),
+            "model": model_name, "device": search.gen.device.type, "config": config.to_dict(),
+            "logbook": list(logbook),
             "rng": {"python": state["python"], "numpy": state["numpy"]}}
     tensors = {"search": search.state_dict(), "rng_torch": state["torch"]}
     if "cuda" in state:
@@ -105,6 +106,26 @@ def _resume_config(run: RunDir, config: EvolveConfig, model_name: str) -> Evolve
         raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {run.path} "
                            f"(only {', '.join(RESUMABLE_OVERRIDES)} may change)")
     return replace(old, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
+
+
+def _load(run: RunDir, search: MapElites | GradientAscent) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read the checkpoint into ``search`` and the global RNGs; returns ``(meta, tensors)``.
+
+    Loaded onto the CPU: RNG states must be CPU byte tensors whatever the device, and the
+    search moves its own tensors to the model's device. A generator's state only fits a
+    generator of the same kind, so a run continues on the kind of device it started on."""
+    meta, tensors = load_checkpoint(run.checkpoint_path, map_location="cpu")
+    here = search.gen.device.type
+    saved = meta.get("device")
+    if saved is None:  # saved before the device was recorded: tell by the generator's state (CUDA's is 16 bytes)
+        state = tensors["search"].get("generator")
+        saved = here if state is None else "cuda" if state.numel() == 16 else "cpu"
+    if saved != here:
+        raise FoolkitError(f"{run.path} was evolved on {saved}; resume it there (--device {saved}), not on {here}")
+    search.load_state_dict(tensors["search"])
+    set_rng_state({"python": meta["rng"]["python"], "numpy": meta["rng"]["numpy"], "torch": tensors["rng_torch"],
+                   **({"cuda": tensors["rng_cuda"]} if "rng_cuda" in tensors else {})})
+    return meta, tensors
 
 
 def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | None = None, resume: bool = False,
@@ -137,13 +158,12 @@ def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | 
     seconds_before = 0.0
     if run is not None:
         if resume and run.checkpoint_path.exists():
-            meta, tensors = load_checkpoint(run.checkpoint_path, map_location=model.device)
-            search.load_state_dict(tensors["search"])
-            set_rng_state({"python": meta["rng"]["python"], "numpy": meta["rng"]["numpy"],
-                           "torch": tensors["rng_torch"], **({"cuda": tensors["rng_cuda"]} if "rng_cuda" in tensors else {})})
+            meta, _ = _load(run, search)
             logbook.extend(meta["logbook"])
             seconds_before = float(meta["seconds"])
-        elif not resume:
+        if resume:
+            run.save_config({"model": model.name, "config": config.to_dict()})  # overrides included: the next base
+        else:
             run.create({"model": model.name, "config": config.to_dict()}, resume=False)
         run.truncate_log("generation", search.generation)
 

@@ -39,3 +39,25 @@ def test_one_genome_can_hold_many_cells_and_state_round_trip() -> None:
     other = Archive(3)
     other.load_state_dict(arch.state_dict())
     assert torch.equal(other.fitness, arch.fitness) and torch.equal(other.genomes["pixels"], arch.genomes["pixels"])
+
+
+def test_nan_scores_neither_win_nor_block_a_cell() -> None:
+    arch = Archive(3)
+    scores = torch.tensor([[-1.0, -2.0, float("nan")], [float("nan"), -0.5, float("nan")]])
+    upd = arch.add({"pixels": torch.arange(2.0).view(2, 1)}, scores, 1)
+    assert upd.improved.tolist() == [True, True, False]
+    assert arch.fitness[:2].tolist() == [-1.0, -0.5] and arch.fitness[2] == float("-inf")
+    assert arch.genomes["pixels"][:2, 0].tolist() == [0.0, 1.0]
+
+
+def test_fitness_keeps_ranking_past_float32_softmax_saturation() -> None:
+    from foolkit.evolve.scoring import log_softmax
+
+    logits = torch.tensor([[0.0, 17.0, -3.0], [0.0, 20.0, -3.0], [0.0, 30.0, 1.0]])
+    oracle = torch.log_softmax(logits.double(), dim=1)
+    assert torch.softmax(logits, 1)[:, 1].eq(1.0).all()  # float32 softmax reads 1.0 for all three
+    assert torch.allclose(log_softmax(logits).double(), oracle, rtol=1e-5, atol=0)  # relative: -4e-8 stays -4e-8
+    arch = Archive(1)
+    arch.add({"pixels": torch.zeros(1, 1)}, log_softmax(logits[:1])[:, 1:2], 1)
+    upd = arch.add({"pixels": torch.ones(1, 1)}, log_softmax(logits[1:2])[:, 1:2], 2)
+    assert bool(upd.improved[0])  # the gap of 20 beats the gap of 17

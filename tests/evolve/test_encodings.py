@@ -153,3 +153,15 @@ def test_cppn_spec_refuses_unknown_or_repeated_activations() -> None:
     for bad in (("sine", "relu"), ("sine", "sine"), ()):
         with pytest.raises(ValueError, match="activations"):
             cppn.CPPNSpec(activations=bad)
+
+
+def test_cppn_weights_stay_in_a_narrow_range_and_a_list_of_activations_works() -> None:
+    spec = cppn.CPPNSpec(hidden=6, weight_range=0.5, activations=["sine", "gaussian"], add_node=0.9)
+    assert spec.activations == ("sine", "gaussian") and hash(spec)  # render caches constants per spec
+    g = cppn.sample(spec, 32, gen(0), "cpu")
+    for i in range(30):  # add node's new in-weight (1.0) would be out of range: it is clipped to 0.5
+        g = cppn.mutate(g, spec, gen(i))
+    assert g["alive"].sum() > 32 * (cppn.NUM_INPUTS + 1)  # nodes were added
+    assert torch.isfinite(g["w"]).all() and g["w"].abs().max() <= 0.5
+    img = cppn.render(g, spec, 5, 7)
+    assert img.shape == (32, 1, 5, 7) and torch.isfinite(img).all()

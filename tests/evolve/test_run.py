@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,41 @@ def test_time_limit_stops_and_paper_preset(lenet) -> None:
     assert res.stopped == "time-limit" and 0 < res.generations_done < 100000
     cfg = EvolveConfig.paper()
     assert cfg.selection == "uniform" and cfg.smooth_prob == 0 and cfg.init_spread == 0
+
+
+def test_resume_keeps_its_overrides_and_accepts_tuples(lenet, tmp_path: Path) -> None:
+    from foolkit.evolve.cppn import PAPER_ACTIVATIONS
+
+    cfg = EvolveConfig(encoding="cppn", generations=2, population=6, classes=(3, 5), cppn_activations=PAPER_ACTIVATIONS)
+    run_evolution(lenet, cfg, out=tmp_path, progress=False)
+    res = run_evolution(lenet, replace(cfg, generations=4, time_limit=600.0), out=tmp_path, resume=True, progress=False)
+    assert res.generations_done == 4
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert saved["generations"] == 4 and saved["time_limit"] == 600.0  # the next plain --resume starts from these
+
+
+def test_resume_on_another_kind_of_device_is_one_clear_error(lenet, tmp_path: Path) -> None:
+    from foolkit.errors import FoolkitError
+    from foolkit.runs import load_checkpoint, save_checkpoint
+
+    cfg = EvolveConfig(generations=2, population=6)
+    run_evolution(lenet, cfg, out=tmp_path, progress=False)
+    meta, tensors = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert meta["device"] == "cpu"
+    save_checkpoint(tmp_path / "checkpoint.pt", meta={**meta, "device": "cuda"}, tensors=tensors)
+    with pytest.raises(FoolkitError, match="evolved on cuda; resume it there"):
+        run_evolution(lenet, replace(cfg, generations=3), out=tmp_path, resume=True, progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["generations"] == 2  # untouched
+
+
+def test_lagging_selection_with_no_lagging_parents(lenet) -> None:
+    for frac in (0.0, 0.4):  # int(2 * 0.4) == 0 lagging parents
+        res = run_evolution(lenet, EvolveConfig(generations=2, population=2, lagging_fraction=frac), progress=False)
+        assert res.generations_done == 2
+
+
+def test_gradient_ascent_leaves_the_models_gradients_alone(lenet) -> None:
+    for p in lenet.parameters():
+        p.grad = None
+    run_evolution(lenet, EvolveConfig(method="gradient", generations=2, classes=[1]), progress=False)
+    assert all(p.grad is None for p in lenet.parameters())
