@@ -28,7 +28,8 @@ from foolkit.models.classifier import Classifier
 from foolkit.runs import RunDir, load_checkpoint, save_checkpoint
 from foolkit.utils import rng_state, set_rng_state
 
-#: settings a resumed run may change; everything else must match the saved run
+#: settings a resumed run may change; everything else must match the saved run. (A new batch_size
+#: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
 RESUMABLE_OVERRIDES = ("generations", "until", "time_limit", "checkpoint_every", "batch_size")
 
 
