@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as exc:  # the file system said no: an output folder under a file, no permission, a full disk
+        what = exc.strerror or type(exc).__name__
+        print(f"foolkit: error: {what}: {exc.filename}" if exc.filename else f"foolkit: error: {what}", file=sys.stderr)
+        return 1
     except torch_oom_types() as exc:  # type: ignore[misc]
         print(f"foolkit: error: out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch or --device cpu",
               file=sys.stderr)

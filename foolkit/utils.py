@@ -26,7 +26,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             raise FoolkitError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FoolkitError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type not in ("cpu", "mps"):
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise FoolkitError(f"device {device!r} requested but this torch has no MPS (Apple GPU) here; use --device cpu")
+    elif dev.type != "cpu":
         raise FoolkitError(f"bad device {device!r}: use auto, cpu, cuda or cuda:N")
     return dev
 

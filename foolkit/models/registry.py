@@ -164,6 +164,23 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _probe(net: Any, meta: dict[str, Any], path: Path) -> None:
+    """Check a compiled model against its sidecar with one forward pass of two black images:
+    logits ``(2, len(classes))``, or one clear error instead of a shape error deep in a command."""
+    side = path.with_suffix(".json").name
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, *(int(v) for v in meta["input_size"])))
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise FoolkitError(f"{path} does not take the input_size {list(meta['input_size'])} of {side} "
+                           f"({type(exc).__name__}: {first})") from exc
+    k = len(meta["classes"])
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, k):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FoolkitError(f"{path} outputs {shape} for 2 images, but {side} lists {k} classes (expected [2, {k}])")
+
+
 def _load_file(path: Path, weights: str | None) -> Classifier:
     meta = _read_sidecar(path)
     c = int(meta["input_size"][0])
@@ -186,6 +203,7 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
         except Exception as exc:
             raise FoolkitError(f"{path} is not a TorchScript model or a foolkit state dict "
                                f"({type(exc).__name__}); sidecar {path.with_suffix('.json').name} has no 'arch'") from exc
+        _probe(net, meta, path)
     return Classifier(net, mean=mean, std=std, classes=meta["classes"], input_size=meta["input_size"],
                       bounds=tuple(meta.get("bounds", (0.0, 1.0))), name=meta.get("name", path.stem),
                       meta={k: v for k, v in meta.items() if k not in ("classes",)})

@@ -129,3 +129,14 @@ def test_weights_only_loading_refuses_pickled_code(tmp_path):
     save_model(clf, tmp_path / "ok", arch="lenet")
     with pytest.raises(FoolkitError):
         load_model(tmp_path / "ok.pt", device="cpu", weights=path)
+
+
+@pytest.mark.parametrize("meta, message", [({"classes": ["a", "b", "c"]}, "outputs \\[2, 5\\] for 2 images, but model.json lists 3"),
+                                           ({"input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]},
+                                            "does not take the input_size \\[1, 8, 8\\]")])
+def test_a_sidecar_that_does_not_fit_its_model_is_one_clear_error(tmp_path, meta, message):
+    path = tmp_path / "model.ts"
+    torch.jit.script(_Tiny().eval()).save(str(path))
+    _sidecar(path, **meta)
+    with pytest.raises(FoolkitError, match=message):
+        load_model(path, device="cpu")
