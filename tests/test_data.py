@@ -126,3 +126,24 @@ def test_listing_reports_sources():
     rows = {r["name"]: r for r in dataset_sources()}
     assert rows["mnist"]["available"] and rows["mnist"]["test"] == 1000
     assert not rows["cifar10"]["available"]
+
+
+def test_files_directly_in_foolkit_data_are_not_taken_for_every_dataset(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path)  # MNIST-format files at the top level: they would pass for Fashion-MNIST too
+    monkeypatch.setenv("FOOLKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("FOOLKIT_OFFLINE", "1")
+    monkeypatch.setenv("FOOLKIT_CACHE", str(tmp_path / "cache"))
+    try:
+        ds = load_dataset("fashion-mnist", "test")
+    except FoolkitError:
+        return  # no other copy here
+    assert "$FOOLKIT_DATA" not in ds.source and len(ds) != 10
+
+
+def test_listing_survives_one_broken_dataset(tmp_path):
+    _fake_mnist(tmp_path / "mnist", gz=True)
+    blob = (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(blob[: len(blob) // 2])  # truncated
+    rows = {r["name"]: r for r in dataset_sources(tmp_path)}
+    assert not rows["mnist"]["available"] and rows["mnist"]["source"].startswith("broken: ")
+    assert set(rows) == {"mnist", "fashion-mnist", "cifar10"}

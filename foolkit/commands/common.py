@@ -39,8 +39,9 @@ def model_options(f: F) -> F:
 
 
 def data_dir_option(f: F) -> F:
-    return click.option("--data-dir", type=click.Path(file_okay=False), default=None, envvar="FOOLKIT_DATA",
-                        help="Where datasets live (default: system copies, then the cache).")(f)
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help="Where the dataset lives: its files, or a sub-folder named after it "
+                             "(default: $FOOLKIT_DATA/<name>, system copies, then the cache).")(f)
 
 
 def emit_json(obj: Any) -> None:
