@@ -71,7 +71,9 @@ CONFIDENCE = 0.9
 
 
 def _confidence(p: float) -> str:
-    return f"{p * 100:.2f}%" if p < 0.9999 else f"{p * 100:.4f}%"
+    """Rounded down, so a shown 99.99% was reached."""
+    digits = 2 if p < 0.9999 else 4
+    return f"{math.floor(p * 100 * 10**digits) / 10**digits:.{digits}f}%"
 
 
 # -- stages -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ gallery (the paper's figure 1) and the progress plot."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,11 +37,11 @@ def read_elites(paths: Sequence[Path], channels: int) -> torch.Tensor:
 
 
 def format_confidence(c: float) -> str:
+    """A caption's percentage, rounded down: 0.999858 reads 99.98%, never a 99.99% it missed."""
     if c >= 0.99999:
         return ">99.999%"
-    if c >= 0.9999:
-        return f"{c * 100:.3f}%"
-    return f"{c * 100:.2f}%"
+    digits = 3 if c >= 0.9999 else 2
+    return f"{math.floor(c * 100 * 10**digits) / 10**digits:.{digits}f}%"
 
 
 def save_gallery(path: Path, images: torch.Tensor, names: Sequence[str], confidences: Sequence[float], *,

@@ -61,3 +61,11 @@ def test_fitness_keeps_ranking_past_float32_softmax_saturation() -> None:
     arch.add({"pixels": torch.zeros(1, 1)}, log_softmax(logits[:1])[:, 1:2], 1)
     upd = arch.add({"pixels": torch.ones(1, 1)}, log_softmax(logits[1:2])[:, 1:2], 2)
     assert bool(upd.improved[0])  # the gap of 20 beats the gap of 17
+
+
+def test_captions_round_confidence_down() -> None:
+    from foolkit.evolve.report import format_confidence
+
+    assert format_confidence(0.999858) == "99.98%"  # not a 99.99% the image did not reach
+    assert format_confidence(0.99995) == "99.995%" and format_confidence(0.999995) == ">99.999%"
+    assert format_confidence(0.5) == "50.00%"
