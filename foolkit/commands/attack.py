@@ -50,7 +50,7 @@ def full_resolution_classifier(model: Any, channels: int, height: int, width: in
 def _build(method: str, norm: str | None, eps: float | None, steps: int | None, seed: int) -> Any:
     cls = ATTACKS[method]
     kwargs: dict[str, Any] = {"seed": seed, "steps": steps, "norm": norm}
-    if cls.budget:
+    if cls.budget or (method == "auto" and eps is not None):  # auto: PGD at ε where the min-norm search stalls above it
         kwargs["eps"] = eps
     if method in ("ddn", "cw", "lbfgs") and norm not in (None, "l2"):
         raise FoolkitError(f"--method {method} minimises the L2 norm; drop --norm or use --norm l2")
@@ -71,7 +71,8 @@ def _fmt_conf(c: float) -> str:
 @click.option("--norm", type=click.Choice(["l1", "l2", "linf"]), default=None,
               help="Norm of the perturbation (default: l2 for minimum-norm attacks, linf for budget attacks).")
 @click.option("--eps", type=float, default=None,
-              help="Budget of fgsm/bim/pgd; for minimum-norm attacks the ε at which --dataset reports robust accuracy.")
+              help="Budget of fgsm/bim/pgd; for minimum-norm attacks the ε at which --dataset reports robust accuracy "
+                   "(auto then also runs PGD at ε on the images it has not fooled within it).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Iterations (default: the attack's own).")
 @click.option("--target", default=None, help="Class index or name to reach (targeted attack); default untargeted.")
 @click.option("--confidence", type=float, default=None,
