@@ -79,11 +79,10 @@ class LBFGS(Attack):
             return f.detach(), g
 
         for _ in range(self.search_steps):
-            found_before = best_l2.clone()
             r = self._minimise(evaluate, torch.zeros(n, x[0].numel(), device=x.device, dtype=x.dtype), lower, upper)
             last = (x + r.view_as(x)).detach()
-            success = best_l2 < found_before  # this c produced a (smaller) adversarial
-            success |= torch.isfinite(best_l2) & ~torch.isfinite(found_before)
+            with torch.no_grad():  # c succeeds when its minimiser is adversarial (Szegedy et al.'s line search),
+                success = p.is_adversarial(p.logits(last))  # whether or not it beats an earlier one
             c_ok = torch.where(success, torch.maximum(c_ok, c), c_ok)
             c_fail = torch.where(success, c_fail, torch.minimum(c_fail, c))
             c = torch.where(torch.isfinite(c_fail), torch.where(c_ok > 0, (c_ok * c_fail).sqrt(), c_fail / 10), c * 10)
