@@ -359,7 +359,7 @@ class Attack(ABC):
                             labels_after=pred1, confidences_after=conf1, target=tgt,
                             forwards=counted.forwards, backwards=counted.backwards,
                             seconds=time.perf_counter() - t0,
-                            params={**self.params(), **({"confidence": confidence} if confidence else {})})
+                            params={**self.params(), **({"confidence_required": confidence} if confidence else {})})
 
     # checks -------------------------------------------------------------------------------
     @staticmethod
@@ -412,17 +412,27 @@ class Attack(ABC):
         candidates: list[tuple[float, str]] = [(1.0, "toward"), (1.0, "nearest"), (1.0, "away")]
         if not self.budget:
             candidates += [(f, "nearest") for f in (1.005, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5)]
+        # a budget attack keeps the first candidate that works (they are ordered by preference); a
+        # minimum-norm one tries them all and keeps the shortest ("away" can be several times longer
+        # than a slightly scaled "nearest")
+        best = torch.full((len(adv),), math.inf, device=adv.device)
+        todo = pending.clone()
         for factor, how in candidates:
-            idx = pending.nonzero().flatten()
+            idx = todo.nonzero().flatten()
             if len(idx) == 0:
                 break
             x0, labels = p.x[idx], p.labels[idx]
             cand = to_grid(p.clip(x0 + factor * (adv[idx] - x0)), x0, p.bounds, how)
             ok = p.is_adversarial(p.logits(cand), labels)
+            size = norm_of(cand - x0, self.norm)
             if self.budget and self.eps is not None:
-                ok &= norm_of(cand - x0, self.norm) <= float(self.eps) * (1 + 1e-5) + 1e-6
+                ok &= size <= float(self.eps) * (1 + 1e-5) + 1e-6
+            ok &= size < best[idx]
             out[idx[ok]] = cand[ok]
+            best[idx[ok]] = size[ok]
             pending[idx[ok]] = False
+            if self.budget:
+                todo[idx[ok]] = False
         if self.budget and self.eps is not None:
             # a clean image off the 8-bit grid (16-bit source, augmentation) can leave no grid point
             # inside the ε-ball along the perturbation: the budget wins, that sample stays off-grid

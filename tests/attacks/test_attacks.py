@@ -236,3 +236,28 @@ def test_auto_with_an_eps_fools_within_it_whatever_pgd_fools(lenet, mnist_batch,
     assert within(auto).sum() >= max(within(pgd).sum(), within(plain).sum())
     assert (within(pgd) & ~within(auto)).sum() <= 1  # PGD's few extra wins are auto's too (up to one unlucky start)
     assert auto.success.all() and (getattr(auto, norm) <= getattr(plain, norm) + 1e-6).all()  # never longer
+
+
+def test_minimum_norm_rounding_keeps_the_shortest_adversarial_candidate(lenet, mnist_test):
+    from foolkit.attacks import DDN
+
+    x, y = mnist_test.images()[40:56], mnist_test.y[40:56]  # digit 46 sits so near the boundary that rounding breaks it
+    raw = DDN(steps=100, quantize=False)(lenet, x, y)
+    got = DDN(steps=100)(lenet, x, y)
+    d = raw.adv - x
+    for i in range(len(x)):  # brute force over the repair's candidates: the shortest adversarial one wins
+        sizes = []
+        for f, how in [(1.0, "toward"), (1.0, "nearest"), (1.0, "away")] + [(f, "nearest") for f in (1.005, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5)]:
+            c = to_grid((x[i:i + 1] + f * d[i:i + 1]).clamp(0, 1), x[i:i + 1], (0.0, 1.0), how)
+            if lenet.predict(c)[0].item() != y[i].item():
+                sizes.append(float((c - x[i:i + 1]).norm()))
+        if sizes:
+            assert got.l2[i].item() <= min(sizes) + 1e-5
+
+
+@pytest.mark.parametrize("key", ["cw", "ddn", "fmn", "deepfool", "lbfgs"])
+def test_a_misclassified_input_is_its_own_answer(key, lenet, mnist_test):
+    x, y = mnist_test.images(), mnist_test.y
+    wrong = (lenet.predict(x)[0] != y).nonzero().flatten()[:2]  # the bundled LeNet gets a few test digits wrong
+    res = build(key, quantize=False)(lenet, x[wrong], y[wrong])
+    assert res.success.all() and (res.l2 == 0).all()
