@@ -49,7 +49,10 @@ class CarliniWagner(Attack):
         c_lo = torch.zeros(n, device=x.device)
         c_hi = torch.full((n,), torch.inf, device=x.device)
         best = x.clone()
-        best_l2 = torch.full((n,), torch.inf, device=x.device)
+        with torch.no_grad():  # already adversarial (a misclassified input): x itself is the answer, at distance 0
+            logits0 = p.logits(x)
+            already = p.is_adversarial(logits0) & (p.margin(logits0) <= -self.confidence)
+        best_l2 = torch.where(already, 0.0, torch.inf)
         last = x.clone()
         for _ in range(self.binary_search_steps):
             w = w0.clone().requires_grad_(True)

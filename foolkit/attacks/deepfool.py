@@ -3,10 +3,14 @@
 At each step every candidate class ``k`` gives a linear boundary ``f_k = z_k − z_own`` with
 gradient ``w_k``; the sample moves to the nearest one (distance ``|f_k| / ‖w_k‖_dual``), and
 stops as soon as it is adversarial. The final perturbation is multiplied by ``1 + overshoot``.
-Targeted: the only boundary is the target's against the strongest other class.
+Targeted: the only boundary is the target's against the strongest other class. With a required
+confidence ``c`` the boundaries are those of the confident mistake (``Problem.margin``): class
+``k`` against the log-sum-exp of all the others, shifted by ``κ = log(c / (1 − c))``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -52,11 +56,14 @@ class DeepFool(Attack):
             xa = p.clip(x + (1 + self.overshoot) * r_tot).requires_grad_(True)
             logits = p.logits(xa)
             active &= ~p.is_adversarial(logits.detach())
-            own = logits.gather(1, p.labels.unsqueeze(1)).squeeze(1)
-            if p.targeted:
-                pairs = [(logits.scatter(1, p.labels.unsqueeze(1), -torch.inf).amax(dim=1) - own)]
-            else:
+            if p.targeted:  # the margin: max other − target, or with a confidence logsumexp others + κ − target
+                pairs = [p.margin(logits)]
+            elif p.kappa == -math.inf:
+                own = logits.gather(1, p.labels.unsqueeze(1)).squeeze(1)
                 pairs = [logits.gather(1, others[:, j:j + 1]).squeeze(1) - own for j in range(k)]
+            else:  # class k must win with probability ≥ c: z_k − logsumexp_{i≠k} z_i − κ ≥ 0
+                pairs = [logits.gather(1, others[:, j:j + 1]).squeeze(1)
+                         - logits.scatter(1, others[:, j:j + 1], -torch.inf).logsumexp(dim=1) - p.kappa for j in range(k)]
             best_dist = torch.full((len(x),), torch.inf, device=x.device)
             best_r = torch.zeros_like(x)
             for j, f in enumerate(pairs):

@@ -36,7 +36,8 @@ def test_margin_is_negative_exactly_when_the_adversarial_class_is_confident():
 
 
 @pytest.mark.parametrize("name,kw", [("auto", {"norm": "l2"}), ("fmn", {"norm": "linf"}), ("ddn", {}), ("cw", {}),
-                                     ("lbfgs", {"steps": 30}), ("pgd", {"eps": 0.3})])
+                                     ("lbfgs", {"steps": 30}), ("pgd", {"eps": 0.3}), ("deepfool", {}),
+                                     ("deepfool", {"norm": "linf"})])
 def test_attacks_reach_the_required_confidence_on_the_png_grid(lenet, mnist_batch, name, kw):
     x, y = mnist_batch[0][:8], mnist_batch[1][:8]
     attack = make_attack(name, **{"steps": 50, **kw})
@@ -48,14 +49,15 @@ def test_attacks_reach_the_required_confidence_on_the_png_grid(lenet, mnist_batc
     if name != "pgd":  # minimum-norm: a confident mistake needs more noise than a boundary one
         assert sure.median("l2" if kw.get("norm", "l2") == "l2" else "linf") > plain.median(kw.get("norm", "l2"))
         assert plain.confidences_after.median() < 0.8
-    assert sure.params["confidence"] == 0.95
+    assert sure.params["confidence_required"] == 0.95
 
 
 def test_targeted_confident_mistake(lenet, mnist_batch):
     x, y = mnist_batch[0][:6], mnist_batch[1][:6]
     target = (y + 1) % 10
-    res = make_attack("auto", norm="l2", steps=60)(lenet, x, y, target=target, confidence=0.99)
-    assert res.success.all() and torch.equal(res.labels_after, target) and (res.confidences_after >= 0.99).all()
+    for attack in (make_attack("auto", norm="l2", steps=60), make_attack("deepfool")):
+        res = attack(lenet, x, y, target=target, confidence=0.99)
+        assert res.success.all() and torch.equal(res.labels_after, target) and (res.confidences_after >= 0.99).all()
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, math.nan, 2])
@@ -80,3 +82,9 @@ def test_cli_default_is_a_confident_mistake_and_option_errors(cli, one_line_erro
     one_line_error(cli("attack", path, "--model", "lenet-mnist", "--confidence", "1", "--out", tmp_path / "c"),
                    "confidence")
     assert not (tmp_path / "c").exists()
+
+
+def test_an_attacks_own_confidence_parameter_is_kept_apart(lenet, mnist_batch):
+    x, y = mnist_batch[0][:2], mnist_batch[1][:2]
+    res = make_attack("cw", confidence=5.0, steps=5, binary_search_steps=1)(lenet, x, y, confidence=0.9)
+    assert res.params["confidence"] == 5.0 and res.params["confidence_required"] == 0.9
