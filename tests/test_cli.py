@@ -140,6 +140,11 @@ def test_fit_resume_equals_uninterrupted_run(mnist_test):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert h_resumed[-1]["train_loss"] == pytest.approx(h_straight[-1]["train_loss"])
+    # early stopping without a test set never triggers, resumed or not (epochs without a test don't count)
+    stop = lambda epochs: TrainConfig(epochs=epochs, batch_size=32, seed=5, early_stopping=1)  # noqa: E731
+    fit(fresh(), x, y, stop(2), checkpoint=ckpt.with_name("stop.ckpt"), progress=False)
+    h = fit(fresh(), x, y, stop(4), checkpoint=ckpt.with_name("stop.ckpt"), resume=True, progress=False)
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
 
 
 def test_unlanded_or_bad_commands_fail_in_one_line(cli, one_line_error):

@@ -4,14 +4,37 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from foolkit.commands.common import command_line, data_dir_option, device_option, emit_json, info, seed_option
 from foolkit.errors import FoolkitError
+
+#: attacks that adversarial training can use: the budget attacks (they take --adv-eps/--adv-steps/--adv-norm)
+ADV_METHODS = ("fgsm", "bim", "pgd")
+
+#: the run's settings (checkpoint key → CLI option): a resumed run must keep them; the ones
+#: not given on the command line are taken from the checkpoint
+RUN_SETTINGS: dict[str, str] = {
+    "arch": "--model", "dataset": "--dataset", "subset": "--subset", "arch_kwargs": "--arch-opt", "seed": "--seed",
+    "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum", "weight_decay": "--weight-decay",
+    "lr_decay": "--lr-decay", "optimizer": "--optimizer", "augment": "--augment", "adv_method": "--adv-method",
+    "adv_eps": "--adv-eps", "adv_steps": "--adv-steps", "adv_norm": "--adv-norm",
+}
+#: what a resumed run may change (besides where the data live, the device and --json)
+RESUMABLE = ("--epochs",)
+
+
+class TrainingInterrupted(FoolkitError):
+    """Ctrl-C during `foolkit train` (exit code 130); the message says what was saved."""
+
+    exit_code = 130
 
 
 def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -28,26 +51,102 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def init_seed(seed: int) -> int:
+    """The seed of a new model's initial weights for run seed ``seed`` (kept apart from the
+    per-epoch seeds :func:`foolkit.models.training.fit` derives for batch order and dropout)."""
+    return (seed * 6_700_417 + 2_147_483_659) % 2**63
+
+
+def check_output(path: Path, others: list[Path]) -> None:
+    """Refuse an output that cannot be written, before any work: a folder in the way, a file
+    where a folder must be, or a folder we may not write into. Creates nothing."""
+    for p in [path, *others]:
+        if p.is_dir():
+            raise FoolkitError(f"cannot write {p}: it is a folder; choose another --out")
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink():  # a dangling link
+            raise FoolkitError(f"cannot write {path}: {parent} is a broken link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FoolkitError(f"cannot write {path}: {parent} is a file, not a folder; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FoolkitError(f"cannot write {path}: no permission to write in {parent}")
+
+
+def _explicit(ctx: click.Context | None, name: str) -> bool:
+    """Whether option ``name`` (its parameter name) was given on the command line."""
+    if ctx is None:
+        return True
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+
+
+_PARAM = {"arch_kwargs": "arch_opt"}  # a setting whose click parameter is named otherwise
+
+
+def merge_resumed(saved: dict[str, Any], given: dict[str, Any], ctx: click.Context | None, ckpt: Path) -> dict[str, Any]:
+    """The settings of a resumed run: the saved ones, with any option given on the command line
+    checked against them. Any change but :data:`RESUMABLE` is an error naming the options."""
+    merged = dict(given)
+    changed: list[str] = []
+    for key, option in RUN_SETTINGS.items():
+        if key not in saved:  # a checkpoint from before foolkit saved it: keep what was given
+            continue
+        if given[key] == saved[key]:
+            continue
+        if _explicit(ctx, _PARAM.get(key, key)):
+            changed.append(f"{option} ({_show(saved[key])} -> {_show(given[key])})")
+        else:
+            merged[key] = saved[key]
+    if changed:
+        raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {ckpt} "
+                           f"(only {', '.join(RESUMABLE)} may change; leave the others out or as they were, "
+                           f"or pass --force instead of --resume to start over)")
+    return merged
+
+
+def _progress(ckpt: Path) -> str:
+    """``" (2 of 10 epochs done)"`` for a readable checkpoint, else ``""``."""
+    from foolkit.runs import load_checkpoint
+
+    try:
+        meta, _ = load_checkpoint(ckpt)
+        return f" ({int(meta['epoch'])} of {int(meta['config']['epochs'])} epochs done)"
+    except (FoolkitError, KeyError, TypeError, ValueError):
+        return ""
+
+
+def _show_data(data: dict[str, Any]) -> str:
+    return f"{data.get('train_size')} examples from {data.get('source')}, {len(data.get('classes', []))} classes"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={json.dumps(v)}" for k, v in value.items()) or "none"
+    return "none" if value is None else str(value)
+
+
 @click.command()
 @click.option("--model", "-m", "arch", required=True, help="Architecture: lenet, mlp1x512, mlp3x512, small-inception, small-alexnet, small-resnet.")
 @click.option("--dataset", "-d", required=True, help="mnist, fashion-mnist, cifar10, or folder:PATH.")
-@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--epochs", type=int, default=10, show_default=True, help="Total epochs (the one setting --resume may change).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output FILE(.pt); FILE.json is written beside it.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum, in [0, 1).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="L2 penalty, >= 0.")
 @click.option("--lr-decay", type=float, default=1.0, show_default=True, help="Multiply the learning rate by this every epoch.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True)
 @click.option("--augment", type=click.Choice(["none", "crop", "affine"]), default="none", show_default=True)
 @click.option("--subset", type=int, default=None, help="Train on a deterministic subset of N examples.")
 @click.option("--arch-opt", multiple=True, metavar="KEY=VALUE", help="Architecture option, e.g. dropout=0.5, depth=3, batchnorm=true, maxout=2.")
-@click.option("--adv-method", default=None, help="Adversarial training: attack used on every batch (e.g. pgd).")
+@click.option("--adv-method", type=click.Choice(ADV_METHODS, case_sensitive=False), default=None,
+              help="Adversarial training: attack each batch with this budget attack.")
 @click.option("--adv-eps", type=float, default=0.3, show_default=True, help="Adversarial training budget.")
 @click.option("--adv-steps", type=int, default=10, show_default=True)
 @click.option("--adv-norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from FILE.ckpt.")
-@click.option("--force", is_flag=True, help="Overwrite an existing FILE.pt.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from FILE.ckpt (same settings; --epochs may change).")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.pt, or start an interrupted run (FILE.ckpt) over.")
 @click.option("--json", "as_json", is_flag=True, help="Print each epoch's metrics as a JSON line.")
 @data_dir_option
 @seed_option
@@ -56,42 +155,103 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
           weight_decay: float, lr_decay: float, optimizer: str, augment: str, subset: int | None,
           arch_opt: tuple[str, ...], adv_method: str | None, adv_eps: float, adv_steps: int, adv_norm: str,
           resume: bool, force: bool, as_json: bool, data_dir: str | None, seed: int, device: str) -> None:
-    """Train a model; writes FILE.pt, FILE.json (sidecar) and FILE.log.jsonl (one line per epoch)."""
+    """Train a model; writes FILE.pt, FILE.json (sidecar) and FILE.log.jsonl (one line per epoch).
+
+    Same --seed, same result on CPU. After every epoch the run is checkpointed in FILE.ckpt;
+    Ctrl-C (or a kill) keeps it, and the same command with --resume continues the run.
+    """
+    import torch
+
     from foolkit.data import load_dataset
     from foolkit.models import new_model, save_model
+    from foolkit.models.archs import check_arch_options
     from foolkit.models.training import TrainConfig, fit
-    from foolkit.runs import atomic_write_text
+    from foolkit.runs import atomic_write_text, load_checkpoint
     from foolkit.utils import resolve_device
 
-    dev = resolve_device(device)
     path = Path(out).with_suffix(".pt")
     ckpt = path.with_suffix(".ckpt")
     log_path = path.with_suffix(".log.jsonl")
-    if path.exists() and not (force or resume):
+    check_output(path, [path.with_suffix(".json"), ckpt, log_path])
+    given: dict[str, Any] = {
+        "arch": arch, "dataset": dataset, "subset": subset, "arch_kwargs": parse_arch_options(arch_opt), "seed": seed,
+        "batch_size": batch_size, "lr": lr, "momentum": momentum, "weight_decay": weight_decay, "lr_decay": lr_decay,
+        "optimizer": optimizer, "augment": augment, "adv_method": adv_method.lower() if adv_method else None,
+        "adv_eps": adv_eps, "adv_steps": adv_steps, "adv_norm": adv_norm,
+    }
+    done: list[dict[str, Any]] = []  # the epochs a resumed run has behind it
+    saved_data: dict[str, Any] | None = None
+    if resume:
+        if not ckpt.exists():
+            raise FoolkitError(f"nothing to resume: no checkpoint {ckpt}")
+        meta, _ = load_checkpoint(ckpt)
+        saved_config = meta.get("config", {})
+        saved = {**{k: v for k, v in saved_config.items() if k in RUN_SETTINGS},
+                 **saved_config.get("extra", {}).get("run", {})}
+        saved_data = saved_config.get("extra", {}).get("data")
+        ctx = click.get_current_context(silent=True)
+        given = merge_resumed(saved, given, ctx, ckpt)
+        done = list(meta.get("history", []))
+        if not _explicit(ctx, "epochs") and "epochs" in saved_config:
+            epochs = int(saved_config["epochs"])  # the run's own length unless --epochs says otherwise
+        if epochs < len(done):
+            raise FoolkitError(f"{ckpt} already holds {len(done)} epoch{'s' if len(done) != 1 else ''}; "
+                               "--epochs must be at least that "
+                               f"(it is the total, not the number still to go), got {epochs}")
+    elif ckpt.exists() and not force:
+        raise FoolkitError(f"{ckpt} holds an unfinished run{_progress(ckpt)}; pass --resume to continue it "
+                           "or --force to delete it and start over")
+    elif path.exists() and not force:
         raise FoolkitError(f"{path} exists; pass --force to overwrite it or --resume to continue its run")
-    if resume and not ckpt.exists():
-        raise FoolkitError(f"nothing to resume: no checkpoint {ckpt}")
-    if adv_method is not None and adv_eps <= 0:
-        raise FoolkitError(f"--adv-eps must be positive, got {adv_eps}")
-    arch_kwargs = parse_arch_options(arch_opt)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                         lr_decay=lr_decay, optimizer=optimizer, augment=augment, seed=seed)
+
+    # every value checked before any data are loaded or files touched
+    if given["subset"] is not None and given["subset"] <= 0:
+        raise FoolkitError(f"--subset must be positive, got {given['subset']}")
+    arch, dataset, seed = given["arch"], given["dataset"], given["seed"]
+    arch_kwargs: dict[str, Any] = given["arch_kwargs"]
+    check_arch_options(arch, arch_kwargs)
+    run_settings = {k: given[k] for k in ("arch", "dataset", "subset", "arch_kwargs", "adv_method", "adv_eps",
+                                          "adv_steps", "adv_norm")}
+    config = TrainConfig(epochs=epochs, batch_size=given["batch_size"], lr=given["lr"], momentum=given["momentum"],
+                         weight_decay=given["weight_decay"], lr_decay=given["lr_decay"], optimizer=given["optimizer"],
+                         augment=given["augment"], seed=seed, extra={"run": run_settings})
     config.validate()
-    train_ds = load_dataset(dataset, "train", data_dir=data_dir, subset=subset, seed=seed)
-    test_ds = load_dataset(dataset, "test", data_dir=data_dir, seed=seed, quiet=True)
-    mean, std = train_ds.stats()
-    model = new_model(arch, classes=train_ds.classes, input_size=train_ds.input_size, mean=mean, std=std,
-                      device=dev, name=path.stem, **arch_kwargs)
+    adv_method = given["adv_method"]
+    adv = None
     perturb = None
     if adv_method is not None:
         from foolkit.attacks import make_attack
 
-        attack = make_attack(adv_method, eps=adv_eps, steps=adv_steps, norm=adv_norm)
+        adv = {"method": adv_method, "eps": given["adv_eps"], "steps": given["adv_steps"], "norm": given["adv_norm"]}
+        if not (adv["eps"] > 0 and math.isfinite(adv["eps"])):
+            raise FoolkitError(f"--adv-eps must be positive, got {adv['eps']}")
+        if adv["steps"] <= 0:
+            raise FoolkitError(f"--adv-steps must be positive, got {adv['steps']}")
+        attack = make_attack(adv_method, eps=adv["eps"], steps=adv["steps"], norm=adv["norm"])
         perturb = lambda m, x, y: attack(m, x, y).adv  # noqa: E731
+    dev = resolve_device(device)
 
-    if not resume and log_path.exists():
-        log_path.unlink()
-    lines: list[str] = [] if not resume or not log_path.exists() else log_path.read_text().splitlines(keepends=True)
+    train_ds = load_dataset(dataset, "train", data_dir=data_dir, subset=given["subset"], seed=seed)
+    test_ds = load_dataset(dataset, "test", data_dir=data_dir, seed=seed, quiet=True)
+    data = {"source": train_ds.source, "train_size": len(train_ds), "classes": list(train_ds.classes)}
+    if saved_data is not None and saved_data != data:
+        raise FoolkitError(f"the training data differ from those of the run in {ckpt} ({_show_data(saved_data)}, "
+                           f"now {_show_data(data)}); pass the --data-dir it was started with")
+    config.extra["data"] = data
+    mean, std = train_ds.stats()
+    # initial weights from --seed, the caller's global RNG left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(seed))
+        model = new_model(arch, classes=train_ds.classes, input_size=train_ds.input_size, mean=mean, std=std,
+                          device=dev, name=path.stem, **arch_kwargs)
+
+    # the log holds exactly the epochs the checkpoint holds (a kill may fall between the two writes)
+    lines: list[str] = [json.dumps(rec) + "\n" for rec in done]
+    if resume:
+        atomic_write_text(log_path, "".join(lines))
+    else:
+        ckpt.unlink(missing_ok=True)  # --force: the old run is given up
+        log_path.unlink(missing_ok=True)
 
     def on_epoch(rec: dict[str, Any]) -> None:
         lines.append(json.dumps(rec) + "\n")
@@ -100,16 +260,28 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
             emit_json(rec)
 
     t0 = time.time()
-    history = fit(model, train_ds.images(dev), train_ds.y, config, test=(test_ds.images(dev), test_ds.y.to(dev)),
-                  perturb=perturb, checkpoint=ckpt, resume=resume, on_epoch=on_epoch, desc=f"train {arch}")
+    try:
+        history = fit(model, train_ds.images(dev), train_ds.y, config, test=(test_ds.images(dev), test_ds.y.to(dev)),
+                      perturb=perturb, checkpoint=ckpt, resume=resume, on_epoch=on_epoch, desc=f"train {arch}")
+    except KeyboardInterrupt:
+        finished = len(lines)
+        if ckpt.exists():
+            try:  # the checkpoint, not the log, says how far the run got
+                finished = int(load_checkpoint(ckpt)[0]["epoch"])
+            except (FoolkitError, KeyError, TypeError, ValueError):
+                pass
+            raise TrainingInterrupted(
+                f"interrupted during epoch {min(finished + 1, epochs)} of {epochs}; {ckpt} holds the "
+                f"{finished} finished epoch{'s' if finished != 1 else ''}: run the same command with --resume "
+                "to continue") from None
+        raise TrainingInterrupted(f"interrupted during epoch 1 of {epochs}, before the first checkpoint; "
+                                  "nothing was saved") from None
     last = history[-1] if history else {}
     command = command_line()
     extra = {"dataset": dataset, "dataset_source": train_ds.source, "train_size": len(train_ds),
              "test_size": len(test_ds), "epochs": len(history), "train_accuracy": last.get("train_accuracy"),
              "test_accuracy": last.get("test_accuracy"), "config": {**config.__dict__},
-             "adversarial": ({"method": adv_method, "eps": adv_eps, "steps": adv_steps, "norm": adv_norm}
-                             if adv_method else None),
-             "command": command, "seconds": round(time.time() - t0, 1)}
+             "adversarial": adv, "command": command, "seconds": round(time.time() - t0, 1)}
     save_model(model, path, arch=arch, arch_kwargs=arch_kwargs, extra=extra)
     ckpt.unlink(missing_ok=True)
     acc = last.get("test_accuracy")

@@ -231,13 +231,56 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+_PROB = "probability"   # a real number in [0, 1)
+_COUNT = "count"        # an integer >= 1
+_PIECES = "pieces"      # an integer >= 0 (maxout: 0 or 1 is off)
+_SWITCH = "switch"      # true or false
+
+_MLP_OPTIONS = {"width": _COUNT, "depth": _PIECES, "dropout": _PROB, "input_dropout": _PROB, "batchnorm": _SWITCH,
+                "maxout": _PIECES}
+
+#: name → the options (``--arch-opt KEY=VALUE``) its builder takes, and what kind of value each is
+ARCH_OPTIONS: dict[str, dict[str, str]] = {
+    "lenet": {"dropout": _PROB},
+    "mlp": _MLP_OPTIONS,
+    "mlp1x512": _MLP_OPTIONS,
+    "mlp3x512": _MLP_OPTIONS,
+    "small-inception": {"batchnorm": _SWITCH, "dropout": _PROB},
+    "small-alexnet": {"dropout": _PROB, "batchnorm": _SWITCH},
+    "small-resnet": {"n": _COUNT, "width": _COUNT},
+}
+
+
+def check_arch_options(name: str, options: dict[str, Any]) -> None:
+    """Check ``options`` for architecture ``name`` before anything is built or loaded: known
+    names only, and values of the right kind and range. Raises :class:`FoolkitError` (one line)."""
+    if name not in ARCHS:
+        raise FoolkitError(f"unknown architecture {name!r}; choose from {', '.join(sorted(ARCHS))}")
+    allowed = ARCH_OPTIONS.get(name, {})
+    for key, value in options.items():
+        kind = allowed.get(key)
+        if kind is None:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise FoolkitError(f"architecture {name!r} has no option {key!r} (its options: {known})")
+        if kind == _SWITCH:
+            if not isinstance(value, bool):
+                raise FoolkitError(f"{name} option {key} must be true or false, got {value!r}")
+        elif kind == _PROB:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise FoolkitError(f"{name} option {key} must be a probability in [0, 1), got {value!r}")
+        else:
+            low = 1 if kind == _COUNT else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise FoolkitError(f"{name} option {key} must be a whole number >= {low}, got {value!r}")
+
+
 def build_arch(name: str, *, in_channels: int, num_classes: int, input_hw: int, **kwargs: Any) -> nn.Module:
     """Instantiate a named architecture; unknown names and bad options raise :class:`FoolkitError`."""
     if name not in ARCHS:
         raise FoolkitError(f"unknown architecture {name!r}; choose from {', '.join(sorted(ARCHS))}")
     try:
         return ARCHS[name](in_channels, num_classes, input_hw, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise FoolkitError(f"bad options for architecture {name!r}: {exc}") from exc
 
 

@@ -57,6 +57,12 @@ class TrainConfig:
             raise FoolkitError(f"augment must be none, crop or affine, got {self.augment!r}")
         if not 0 < self.lr_decay <= 1:
             raise FoolkitError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.momentum < 1:
+            raise FoolkitError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise FoolkitError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.early_stopping < 0:
+            raise FoolkitError(f"early stopping patience must be >= 0, got {self.early_stopping}")
 
 
 def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
@@ -128,15 +134,21 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
     start_epoch = 0
     if resume and checkpoint is not None and Path(checkpoint).exists():
         meta, tensors = load_checkpoint(checkpoint, map_location=dev)
-        model.load_state_dict(tensors["model"])
-        opt.load_state_dict(tensors["optimizer"])
+        try:
+            model.load_state_dict(tensors["model"])
+            opt.load_state_dict(tensors["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise FoolkitError(f"checkpoint {checkpoint} was saved by another model or optimiser, not this one "
+                               f"({str(exc).strip().splitlines()[0][:160]})") from exc
         history = meta["history"]
         start_epoch = int(meta["epoch"])
     n = len(y)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     best_test, stale = -1.0, 0
-    for rec in history:
-        if rec.get("test_accuracy") is not None and rec["test_accuracy"] > best_test:
+    for rec in history:  # the patience counter as the loop below left it: epochs without a test don't count
+        if rec.get("test_accuracy") is None:
+            continue
+        if rec["test_accuracy"] > best_test:
             best_test, stale = rec["test_accuracy"], 0
         else:
             stale += 1

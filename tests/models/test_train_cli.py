@@ -1,0 +1,266 @@
+"""`foolkit train`: same seed same weights, resume checks, unfinished runs, Ctrl-C, bad values, output paths."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import foolkit.commands.train as train_cmd
+from foolkit.errors import FoolkitError
+
+TINY = ("--model", "lenet", "--dataset", "mnist", "--subset", "100", "--batch-size", "50", "--device", "cpu")
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def log_metrics(path: Path) -> list[dict[str, Any]]:
+    """The log's records without their timings."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
+
+def assert_ends_in_one_line(result: Any, *fragments: str) -> None:
+    """Like the one-line-error contract, for a failure after the data were loaded or training
+    began: once the (self-erasing) progress bar is gone, the output ends in one ``foolkit: error:``
+    line, after at most foolkit's notices (such as the offline-data one)."""
+    assert result.exit_code != 0 and "Traceback" not in result.stderr, result
+    lines = [ln for ln in result.stderr.split("\r")[-1].splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("foolkit: error: "), result.stderr
+    assert sum("error" in ln for ln in lines) == 1 and all(ln.startswith("foolkit: ") for ln in lines), result.stderr
+    for frag in fragments:
+        assert frag.lower() in lines[-1].lower(), f"{frag!r} not in {lines[-1]!r}"
+
+
+@contextlib.contextmanager
+def interrupted_after(epochs: int) -> Iterator[None]:
+    """Within the block, `foolkit train --json` gets a Ctrl-C right after its ``epochs``-th epoch
+    was checkpointed and logged (as a kill between two epochs would)."""
+    seen = []
+
+    def emit(obj: Any) -> None:
+        seen.append(obj)
+        if len(seen) == epochs:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_cmd, "emit_json", emit)
+        yield
+
+
+def test_same_seed_same_weights_and_the_global_rng_is_left_alone(cli, tmp_path):
+    runs = []
+    for i, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # the caller's global RNG differs between the runs...
+        before = torch.get_rng_state()
+        out = tmp_path / f"r{i}.pt"
+        r = cli("train", *TINY, "--epochs", "1", "--arch-opt", "dropout=0.3", "--seed", "4", "--out", out)
+        assert r.exit_code == 0, r.stderr
+        assert torch.equal(torch.get_rng_state(), before)  # ...and is not touched by the command
+        runs.append(out)
+    assert same_weights(*runs)  # ...yet the seed alone decides the result
+    assert log_metrics(runs[0].with_suffix(".log.jsonl")) == log_metrics(runs[1].with_suffix(".log.jsonl"))
+    other = tmp_path / "other.pt"
+    assert cli("train", *TINY, "--epochs", "1", "--arch-opt", "dropout=0.3", "--seed", "5", "--out", other).exit_code == 0
+    assert not same_weights(runs[0], other)
+
+
+def test_ctrl_c_says_what_was_saved_and_a_resumed_run_equals_an_uninterrupted_one(cli, one_line_error, tmp_path):
+    straight = tmp_path / "straight.pt"
+    assert cli("train", *TINY, "--epochs", "3", "--out", straight).exit_code == 0
+    out = tmp_path / "k3.pt"
+    with interrupted_after(1):
+        r = cli("train", *TINY, "--epochs", "3", "--out", out, "--json")
+    assert r.exit_code == 130
+    assert_ends_in_one_line(r, "interrupted during epoch 2 of 3", "k3.ckpt", "1 finished epoch", "--resume")
+    assert out.with_suffix(".ckpt").exists() and not out.exists()
+    # the log may miss the last checkpointed epoch (a kill between the two writes): the checkpoint wins
+    out.with_suffix(".log.jsonl").write_text("")
+    r = cli("train", *TINY, "--epochs", "3", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["epoch"] for line in r.stdout.splitlines()] == [2, 3]
+    assert same_weights(out, straight)
+    assert log_metrics(out.with_suffix(".log.jsonl")) == log_metrics(straight.with_suffix(".log.jsonl"))
+    assert not out.with_suffix(".ckpt").exists()
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(cli, one_line_error, tmp_path, monkeypatch):
+    def fit(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("foolkit.models.training.fit", fit)
+    r = cli("train", *TINY, "--epochs", "2", "--out", tmp_path / "m.pt")
+    assert r.exit_code == 130
+    one_line_error(r, "before the first checkpoint", "nothing was saved")
+
+
+@pytest.fixture
+def killed_run(cli, tmp_path) -> Path:
+    """A 3-epoch run (options TINY, --lr 0.02) that stopped after its first epoch."""
+    out = tmp_path / "k3.pt"
+    with interrupted_after(1):
+        assert cli("train", *KILLED, "--out", out, "--json").exit_code == 130
+    return out
+
+
+KILLED = (*TINY, "--epochs", "3", "--lr", "0.02")
+
+
+def with_options(args: tuple[str, ...], *change: str) -> list[str]:
+    """``args`` with each ``FLAG VALUE`` of ``change`` replacing the flag's value, or added."""
+    out = list(args)
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag, value]
+    return out
+
+
+@pytest.mark.parametrize("change, named", [
+    (("--dataset", "fashion-mnist"), ["--dataset (mnist -> fashion-mnist)"]),
+    (("--model", "mlp1x512"), ["--model (lenet -> mlp1x512)"]),
+    (("--lr", "0.1", "--seed", "3"), ["--seed (0 -> 3)", "--lr (0.02 -> 0.1)"]),
+    (("--arch-opt", "dropout=0.5"), ["--arch-opt (none -> dropout=0.5)"]),
+    (("--adv-method", "fgsm"), ["--adv-method (none -> fgsm)"]),
+])
+def test_resume_refuses_other_settings_in_one_line(cli, one_line_error, killed_run, change, named):
+    ckpt = killed_run.with_suffix(".ckpt")
+    before = ckpt.read_bytes()
+    r = cli("train", *with_options(KILLED, *change), "--out", killed_run, "--resume")
+    one_line_error(r, "cannot change", *named, "only --epochs may change")
+    assert ckpt.read_bytes() == before and not killed_run.exists()
+
+
+def test_resume_takes_unspecified_settings_from_the_run_and_may_change_epochs(cli, killed_run, tmp_path):
+    # --lr 0.02 and --epochs 3 left out: taken from the checkpoint, not the defaults (0.01, 10)
+    r = cli("train", "--model", "lenet", "--dataset", "mnist", "--device", "cpu", "--out", killed_run, "--resume",
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["epoch"] for line in r.stdout.splitlines()] == [2, 3]
+    meta = json.loads(killed_run.with_suffix(".json").read_text())
+    assert meta["config"]["lr"] == 0.02 and meta["train_size"] == 100 and meta["epochs"] == 3
+    straight = tmp_path / "straight.pt"
+    assert cli("train", *KILLED, "--out", straight).exit_code == 0
+    assert same_weights(killed_run, straight)
+
+
+def test_resume_with_more_epochs_and_not_fewer_than_done(cli, one_line_error, killed_run):
+    one_line_error(cli("train", *TINY, "--epochs", "0", "--out", killed_run, "--resume"),
+                   "already holds 1 epoch;", "--epochs")
+    r = cli("train", *TINY, "--epochs", "2", "--out", killed_run, "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert [rec["epoch"] for rec in log_metrics(killed_run.with_suffix(".log.jsonl"))] == [1, 2]
+
+
+def test_rerun_without_resume_refuses_an_unfinished_run_and_force_starts_over(cli, one_line_error, killed_run):
+    ckpt, log = killed_run.with_suffix(".ckpt"), killed_run.with_suffix(".log.jsonl")
+    before = ckpt.read_bytes(), log.read_text()
+    r = cli("train", *KILLED, "--out", killed_run)
+    one_line_error(r, "k3.ckpt", "unfinished run (1 of 3 epochs done)", "--resume", "--force")
+    assert (ckpt.read_bytes(), log.read_text()) == before  # nothing lost
+    r = cli("train", *TINY, "--epochs", "1", "--out", killed_run, "--force")
+    assert r.exit_code == 0, r.stderr
+    assert not ckpt.exists() and len(log.read_text().splitlines()) == 1 and killed_run.exists()
+
+
+def test_an_old_checkpoint_of_another_model_is_one_line(cli, one_line_error, killed_run):
+    """A checkpoint saved before the run settings were recorded: the model mismatch still ends in one line."""
+    from foolkit.runs import load_checkpoint, save_checkpoint
+
+    ckpt = killed_run.with_suffix(".ckpt")
+    meta, tensors = load_checkpoint(ckpt)
+    meta["config"]["extra"] = {}
+    save_checkpoint(ckpt, meta=meta, tensors=tensors)
+    r = cli("train", *with_options(KILLED, "--model", "mlp1x512"), "--out", killed_run, "--resume")
+    assert_ends_in_one_line(r, "was saved by another model")
+
+
+def test_resume_refuses_other_data(cli, killed_run):
+    """Same --dataset, but --data-dir finds other files: the run must not continue on them."""
+    from foolkit.runs import load_checkpoint, save_checkpoint
+
+    ckpt = killed_run.with_suffix(".ckpt")
+    meta, tensors = load_checkpoint(ckpt)
+    assert meta["config"]["extra"]["data"]["train_size"] == 100
+    meta["config"]["extra"]["data"]["source"] = "full MNIST"
+    save_checkpoint(ckpt, meta=meta, tensors=tensors)
+    before = ckpt.read_bytes()
+    r = cli("train", *KILLED, "--out", killed_run, "--resume")
+    assert_ends_in_one_line(r, "training data differ", "100 examples from full MNIST", "--data-dir")
+    assert ckpt.read_bytes() == before and not killed_run.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--momentum", "-1"), "momentum"),
+    (("--momentum", "nan"), "momentum"),
+    (("--weight-decay", "-1"), "weight decay"),
+    (("--model", "mlp3x512", "--arch-opt", "dropout=1.5"), "dropout must be a probability in [0, 1)"),
+    (("--arch-opt", "dropout=abc"), "dropout must be a probability"),
+    (("--model", "mlp3x512", "--arch-opt", "width=0"), "width must be a whole number >= 1"),
+    (("--model", "mlp3x512", "--arch-opt", "batchnorm=yes"), "batchnorm must be true or false"),
+    (("--model", "small-resnet", "--arch-opt", "n=1.5"), "n must be a whole number >= 1"),
+    (("--arch-opt", "depth=3"), "has no option 'depth'"),
+    (("--adv-method", "deepfool"), "'fgsm', 'bim', 'pgd'"),
+    (("--adv-method", "pgd", "--adv-steps", "0"), "--adv-steps"),
+    (("--adv-method", "pgd", "--adv-eps", "nan"), "--adv-eps"),
+    (("--subset", "0"), "--subset"),
+])
+def test_bad_values_fail_in_one_line_before_any_data_or_file(cli, one_line_error, tmp_path, monkeypatch, args,
+                                                              fragment):
+    monkeypatch.setattr("foolkit.data.load_dataset", lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    one_line_error(cli("train", *with_options(TINY, *args), "--epochs", "1", "--out", tmp_path / "m.pt"), fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_adversarial_training_methods(cli):
+    r = cli("train", "--help")
+    assert r.exit_code == 0 and "[fgsm|bim|pgd]" in r.stdout
+
+
+def test_output_under_a_file_or_onto_a_folder_fails_before_training(cli, one_line_error, tmp_path, monkeypatch):
+    monkeypatch.setattr("foolkit.data.load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    (tmp_path / "afile").write_text("x")
+    one_line_error(cli("train", *TINY, "--out", tmp_path / "afile" / "deeper" / "t.pt"), "afile is a file, not a folder")
+    (tmp_path / "t.pt").mkdir()
+    one_line_error(cli("train", *TINY, "--out", tmp_path / "t", "--force"), "t.pt: it is a folder")
+    assert (tmp_path / "afile").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "t.pt"]
+
+
+def test_output_in_new_folders_is_created_when_training_writes(cli, tmp_path):
+    out = tmp_path / "new" / "dir" / "t.pt"
+    assert cli("train", *TINY, "--epochs", "1", "--out", out).exit_code == 0
+    assert out.exists() and out.with_suffix(".json").exists()
+
+
+def test_check_arch_options_matches_the_builders():
+    """Every option the validation table allows is one the architecture's builder accepts."""
+    from foolkit.models.archs import ARCH_OPTIONS, ARCHS, build_arch, check_arch_options
+
+    assert ARCH_OPTIONS.keys() == ARCHS.keys()
+    samples = {"probability": 0.25, "count": 2, "pieces": 2, "switch": True}
+    for name, options in ARCH_OPTIONS.items():
+        for key, kind in options.items():
+            check_arch_options(name, {key: samples[kind]})
+            if name in ("small-inception", "small-alexnet"):
+                continue  # slow-ish to build; their keywords are checked on the constructor below
+            build_arch(name, in_channels=1, num_classes=10, input_hw=28, **{key: samples[kind]})
+    import inspect
+
+    from foolkit.models.archs import SmallAlexNet, SmallInception
+
+    assert set(ARCH_OPTIONS["small-inception"]) <= set(inspect.signature(SmallInception).parameters)
+    assert set(ARCH_OPTIONS["small-alexnet"]) <= set(inspect.signature(SmallAlexNet).parameters)
+    with pytest.raises(FoolkitError, match="probability"):
+        check_arch_options("lenet", {"dropout": True})
