@@ -23,7 +23,10 @@ A run folder holds ``config.json``, ``log.jsonl`` (one line per round), ``rounds
 ``rounds.png``, ``round-R/`` (the model, loadable by ``--model``, and a gallery) and an
 atomic ``checkpoint.pt`` (the pools of images, tensors only), so a killed run resumes at
 the round where it stopped. Every round's randomness is derived from ``seed`` and the
-round number, so a resumed run repeats what an uninterrupted one does.
+round number, so a resumed run repeats what an uninterrupted one does. A resumed run keeps
+its saved config: only :data:`RESUMABLE_OVERRIDES` may differ (more ``rounds`` extend a
+finished run), anything else is refused. Options, data and model are all checked before
+the run folder is written, so a start that fails leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -105,6 +108,23 @@ class RetrainConfig:
                 raise FoolkitError(f"--{name.replace('_', '-')} must be at least 10, got {v}")
         if self.attack_subset < 1:
             raise FoolkitError("attack subset must be >= 1")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise FoolkitError(f"--lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise FoolkitError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.attack_steps < 1 or self.norm_steps < 1:
+            raise FoolkitError(f"--attack-steps and norm steps must be >= 1, got {self.attack_steps} and {self.norm_steps}")
+        # the settings the loop hands on, checked by their own validators now rather than rounds later
+        from foolkit.evolve import EvolveConfig
+
+        EvolveConfig(encoding=self.encoding, generations=self.generations, population=self.population,
+                     seed=self.seed).validate()
+        TrainConfig(epochs=self.finetune_epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed).validate()
+        if self.kind == "adversarial":
+            from foolkit.attacks import make_attack
+
+            make_attack(self.method, eps=self.eps, norm=self.norm, steps=self.attack_steps, seed=self.seed)
+            make_attack("fmn", norm=self.norm, steps=self.norm_steps)
 
 
 @dataclass
@@ -164,25 +184,59 @@ def add_class(model: Classifier, name: str = FOOLING, *, generator: torch.Genera
     return clone
 
 
-# -- the loop ---------------------------------------------------------------------------
+# -- starting and resuming ----------------------------------------------------------------
 
-Hook = Callable[[str], None]
+#: settings a resumed run may change; anything else must match the saved run. More ``rounds``
+#: extend a run: every round's randomness comes from the seed and the round number, so the
+#: extended run repeats what a run started with those rounds does.
+RESUMABLE_OVERRIDES = ("rounds", "device", "data_dir")
 
 
-def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
-               on_stage: Hook | None = None) -> list[Round]:
-    """Run (or resume) the retrain-and-reattack loop into ``out``; returns one Round per round."""
-    from foolkit.utils import resolve_device
+def _option(name: str) -> str:
+    """How the CLI spells a setting (the few without an option keep their field name)."""
+    return name if name in ("norm_steps", "attack_subset", "batch_size") else "--" + name.replace("_", "-")
 
-    config.validate()
+
+def saved_config(out: str | Path) -> RetrainConfig:
+    """The config a retrain run in ``out`` was started with (or last resumed with)."""
     run = RunDir(out)
-    saved = run.create(dataclasses.asdict(config), resume=resume)
-    if resume:
-        config = RetrainConfig(**saved)
-    dev = resolve_device(config.device)
+    saved = run.create({}, resume=True)  # reads config.json; raises "nothing to resume" without one
+    fields = {f.name for f in dataclasses.fields(RetrainConfig)}
+    if not isinstance(saved, dict) or not {"model", "dataset"} <= saved.keys() or not saved.keys() <= fields:
+        raise FoolkitError(f"{run.config_path} is not a retrain run's config")
+    return RetrainConfig(**saved)
+
+
+def _resume_config(run: RunDir, config: RetrainConfig) -> RetrainConfig:
+    """The saved run's config with the :data:`RESUMABLE_OVERRIDES` taken from ``config``; any
+    other difference is an error (a resumed run must be the run it continues)."""
+    old = saved_config(run.path)
+    try:
+        old.validate()
+    except FoolkitError as exc:  # a folder left by an older foolkit, which wrote the config before checking it
+        raise FoolkitError(f"{run.path} holds a run that cannot continue ({exc}); delete it and start again") from None
+    new = dataclasses.asdict(config)
+    changed = [_option(k) for k, v in dataclasses.asdict(old).items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
+    if changed:
+        raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {run.path} (only "
+                           f"{', '.join(_option(k) for k in RESUMABLE_OVERRIDES)} may change; start a new run "
+                           f"with another --out for other settings)")
+    return dataclasses.replace(old, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
+
+
+def _refuse_existing(run: RunDir) -> None:
+    """A new run never overwrites one (checked before anything is loaded or written)."""
+    if run.config_path.exists() or run.checkpoint_path.exists():
+        raise FoolkitError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _load_inputs(config: RetrainConfig, dev: torch.device) -> tuple[Dataset, Dataset, Classifier, str]:
+    """Training and test data and the model, checked against each other: ``(train, test, model, arch)``."""
     train = load_dataset(config.dataset, "train", data_dir=config.data_dir, subset=config.subset, seed=config.seed)
     test = load_dataset(config.dataset, "test", data_dir=config.data_dir, subset=config.test_subset,
                         seed=config.seed, quiet=True)
+    if not len(train) or not len(test):
+        raise FoolkitError(f"dataset {config.dataset} has no {'training' if not len(train) else 'test'} images")
     base = load_model(config.model, device=dev)
     if base.input_size != train.input_size:
         raise FoolkitError(f"model {config.model} takes {list(base.input_size)} images but {config.dataset} has "
@@ -194,6 +248,44 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
     if arch is None:
         raise FoolkitError(f"retraining needs a model foolkit can rebuild (a bundled model or one from `foolkit train`); "
                            f"{config.model} has no architecture in its sidecar")
+    return train, test, base, arch
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+Hook = Callable[[str], None]
+
+
+def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+               on_stage: Hook | None = None) -> list[Round]:
+    """Run (or resume) the retrain-and-reattack loop into ``out``; returns one Round per round.
+
+    ``resume=True`` continues the run in ``out`` with its saved config; ``config`` may differ
+    from it only in :data:`RESUMABLE_OVERRIDES` (written back to config.json, so the next resume
+    starts from them). Ctrl-C raises KeyboardInterrupt with every finished round saved."""
+    from foolkit.utils import resolve_device
+
+    run = RunDir(out)
+    if resume:  # the saved config wins; a different setting is refused
+        config = _resume_config(run, config)
+        config.validate()
+    else:
+        config.validate()
+        _refuse_existing(run)
+    dev = resolve_device(config.device)
+    done: dict[str, Any] | None = None
+    if resume and run.checkpoint_path.exists():
+        meta, tensors = load_checkpoint(run.checkpoint_path, map_location=dev)
+        done = {"rounds": [Round(**r) for r in meta["rounds"]], **tensors}
+        if len(done["rounds"]) > config.rounds + 1:
+            raise FoolkitError(f"{run.path} has already run rounds 0-{len(done['rounds']) - 1}; "
+                               f"--rounds {config.rounds} would end before them")
+    # everything is loaded and checked before the run folder is written: a failed start leaves nothing
+    train, test, base, arch = _load_inputs(config, dev)
+    if resume:
+        run.save_config(dataclasses.asdict(config))  # changed rounds/device included: the next --resume's base
+    else:
+        run.create(dataclasses.asdict(config), resume=False)
 
     rounds: list[Round] = []
     pool = torch.empty(0, *train.input_size, device=dev)
@@ -201,11 +293,10 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
     measured = pool  # the last measuring evolution's elites: the next round trains on them
     model = base
     start = 0
-    if resume and run.checkpoint_path.exists():
-        meta, tensors = load_checkpoint(run.checkpoint_path, map_location=dev)
-        rounds = [Round(**r) for r in meta["rounds"]]
-        pool, pool_y = tensors["pool"].to(dev), tensors["pool_y"].to(dev)
-        measured = tensors["measured"].to(dev)
+    if done is not None:
+        rounds = done["rounds"]
+        pool, pool_y = done["pool"].to(dev), done["pool_y"].to(dev)
+        measured = done["measured"].to(dev)
         start = len(rounds)
         model = load_model(run.file(f"round-{start - 1}") / "model.pt", device=dev)
         run.truncate_log("round", start - 1)

@@ -35,6 +35,34 @@ def _device(device: str) -> Any:
     return resolve_device(device)
 
 
+def _given() -> set[str]:
+    """The options of the running command typed on the command line (not defaults or environment)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {p.name for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
+
+
+def _interrupted(command: str, out: str | None, results: str, key: str, total: int) -> Any:
+    """The error Ctrl-C ends with (exit code 130): what is saved and how to go on."""
+    from pathlib import Path
+
+    from foolkit.evolve import Interrupted
+    from foolkit.runs import read_json
+
+    if out is None:
+        return Interrupted("interrupted; nothing was saved (give --out DIR to make a run that --resume can continue)")
+    if not (Path(out) / "config.json").is_file():
+        return Interrupted(f"interrupted before the run started; nothing was written to {out}")
+    path = Path(out) / results
+    try:
+        done = len(read_json(path)[key]) if path.is_file() else 0
+    except (FoolkitError, KeyError, TypeError):
+        done = 0
+    return Interrupted(f"interrupted; {done} of {total} runs finished and saved in {path if done else out}; "
+                       f"continue with `foolkit memorize {command} --out {out} --resume`")
+
+
 @click.group(invoke_without_command=True)
 @click.pass_context
 def memorize(ctx: click.Context) -> None:
@@ -61,7 +89,7 @@ _MODELS = "mlp1x512, mlp3x512, small-inception, small-alexnet, lenet"
 @click.option("--decay-steps", type=int, default=391, show_default=True,
               help="Apply --lr-decay every this many steps (391 = one CIFAR-10 epoch in the paper; 0 = every epoch).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder for results.json, masks and figures.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out, skipping finished variants.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings, skipping finished variants.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @data_dir_option
 @seed_option
@@ -70,18 +98,39 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
               epochs: int, lr: float | None, lr_decay: float, batch_size: int, decay_steps: int, out: str | None, resume: bool,
               as_json: bool, data_dir: str | None, seed: int, device: str) -> None:
     """Randomisation tests: train until the training set is fitted, per data variant."""
-    from foolkit.memorize.experiments import RunSettings, expand_variants, fit_ratio, run_randomization, summarize
+    from foolkit.memorize.experiments import (RunSettings, expand_variants, fit_ratio, run_randomization, saved_config,
+                                              summarize)
 
+    if resume and out is None:
+        raise FoolkitError("--resume needs --out DIR")
+    given = _given()
+    levels = _floats(corrupt, "--corrupt")
+    if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
+        saved = saved_config(out, "randomize")
+        kept = saved["settings"]
+        dataset = dataset if "dataset" in given else saved["dataset"]
+        subset = subset if "subset" in given else saved["subset"]
+        test_subset = test_subset if "test_subset" in given else saved["test_subset"]
+        seed = seed if "seed" in given else saved["seed"]
+        model = model if "model" in given else kept.get("model", model)
+        epochs = epochs if "epochs" in given else kept.get("epochs", epochs)
+        lr = lr if "lr" in given else kept.get("lr", lr)
+        lr_decay = lr_decay if "lr_decay" in given else kept.get("lr_decay", lr_decay)
+        batch_size = batch_size if "batch_size" in given else kept.get("batch_size", batch_size)
+        decay_steps = decay_steps if "decay_steps" in given else kept.get("decay_steps", decay_steps)
+        names = list(saved["variants"])
+        if "variants" in given or "corrupt" in given:
+            names = expand_variants(_names(variants) if "variants" in given else names, levels)
+        settings = RunSettings(**{**kept, "model": model, "epochs": epochs, "lr": lr, "lr_decay": lr_decay,
+                                  "batch_size": batch_size, "decay_steps": decay_steps, "seed": seed})
+    else:
+        names = expand_variants(_names(variants), levels)
+        settings = RunSettings(model=model, epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size,
+                               decay_steps=decay_steps, seed=seed)
     _positive(epochs, "--epochs")
     _positive(batch_size, "--batch-size")
     if subset is not None and subset < 0:
         raise FoolkitError(f"--subset must be >= 0, got {subset}")
-    if resume and out is None:
-        raise FoolkitError("--resume needs --out DIR")
-    levels = _floats(corrupt, "--corrupt")
-    names = expand_variants(_names(variants), levels)
-    settings = RunSettings(model=model, epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size,
-                           decay_steps=decay_steps, seed=seed)
     settings.validate()
 
     def report(rec: dict[str, Any]) -> None:
@@ -89,9 +138,13 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
         info(f"{rec['variant']}: train {rec['train_accuracy']:.4f}, test {rec['test_accuracy']:.4f}, {fitted} "
              f"({rec['seconds']:.1f} s)")
 
-    runs, figures = run_randomization(dataset=dataset, subset=subset or None, test_subset=test_subset, variants=names,
-                                      settings=settings, seed=seed, out=out, resume=resume, device=_device(device),
-                                      data_dir=data_dir, progress=not as_json, on_run=report)
+    try:
+        runs, figures = run_randomization(dataset=dataset, subset=subset or None, test_subset=test_subset,
+                                          variants=names, settings=settings, seed=seed, out=out, resume=resume,
+                                          device=_device(device), data_dir=data_dir, progress=not as_json,
+                                          on_run=report)
+    except KeyboardInterrupt:
+        raise _interrupted("randomize", out, "results.json", "runs", len(names)) from None
     ratio = fit_ratio(runs)
     if ratio is not None:
         info(f"random labels took {ratio:.2f}x the epochs of true labels (paper, CIFAR-10: about 3x)")
@@ -111,7 +164,7 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
 @click.option("--labels", default="true,random-labels", show_default=True, help="Label variants to run each setting on.")
 @click.option("--epochs", type=int, default=400, show_default=True)
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Run folder for the table and the figure.")
-@click.option("--resume", is_flag=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its saved settings, skipping finished rows.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table rows as one JSON object.")
 @data_dir_option
 @seed_option
@@ -120,16 +173,42 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
                  epochs: int, out: str | None, resume: bool, as_json: bool, data_dir: str | None, seed: int,
                  device: str) -> None:
     """Table 1: train / test accuracy with each regulariser on and off, on true and random labels."""
-    from foolkit.memorize.experiments import run_regularizers
+    from foolkit.memorize.experiments import regularizer_settings, run_regularizers, saved_config
 
-    _positive(epochs, "--epochs")
     if resume and out is None:
         raise FoolkitError("--resume needs --out DIR")
-    res = run_regularizers(dataset=dataset, subset=subset or None, test_subset=test_subset, model=model,
-                           regularizers=_names(regularizers), labels=_names(labels), epochs=epochs, seed=seed, out=out,
-                           resume=resume, device=_device(device), data_dir=data_dir, progress=not as_json,
-                           on_run=lambda r: info(f"{r['variant']} / {r['regularizer']}: train {r['train_accuracy']:.4f}, "
-                                                 f"test {r['test_accuracy']:.4f}"))
+    given = _given()
+    if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
+        saved = saved_config(out, "regularizers")
+        dataset = dataset if "dataset" in given else saved.get("dataset", dataset)
+        subset = subset if "subset" in given else saved.get("subset", subset)
+        test_subset = test_subset if "test_subset" in given else saved.get("test_subset", test_subset)
+        model = model if "model" in given else saved.get("model", model)
+        epochs = epochs if "epochs" in given else saved.get("epochs", epochs)
+        seed = seed if "seed" in given else saved.get("seed", seed)
+        regs = _names(regularizers) if "regularizers" in given else list(saved.get("regularizers", []))
+        labs = _names(labels) if "labels" in given else list(saved.get("labels", []))
+    else:
+        regs, labs = _names(regularizers), _names(labels)
+    _positive(epochs, "--epochs")
+
+    def count() -> int:
+        from foolkit.memorize.experiments import RunSettings
+
+        try:
+            base = RunSettings(model=model, epochs=epochs, seed=seed)
+            return len(labs) * sum(regularizer_settings(r, base) is not None for r in regs)
+        except FoolkitError:
+            return len(labs) * len(regs)
+
+    try:
+        res = run_regularizers(dataset=dataset, subset=subset or None, test_subset=test_subset, model=model,
+                               regularizers=regs, labels=labs, epochs=epochs, seed=seed, out=out,
+                               resume=resume, device=_device(device), data_dir=data_dir, progress=not as_json,
+                               on_run=lambda r: info(f"{r['variant']} / {r['regularizer']}: train "
+                                                     f"{r['train_accuracy']:.4f}, test {r['test_accuracy']:.4f}"))
+    except KeyboardInterrupt:
+        raise _interrupted("regularizers", out, "regularizers.json", "rows", count()) from None
     if as_json:
         keys = ("regularizer", "variant", "model", "train_accuracy", "test_accuracy", "epochs_to_fit", "epochs", "seconds")
         emit_json({"rows": [{k: r[k] for k in keys} for r in res["rows"]], "figure": res["figure"], "out": out})
@@ -159,6 +238,9 @@ def expressivity(n: int, d: int, targets: str, dataset: str | None, true_labels:
         raise FoolkitError(f"--theta must be in (0, 1), got {theta}")
     if dataset is not None:
         res = memorize_dataset(dataset, n=n, random_labels=not true_labels, theta=theta, seed=seed, data_dir=data_dir)
+        if res["n_images"] < n:  # the split is smaller than asked for: say so rather than report n silently changed
+            info(f"foolkit: {dataset} has only {res['n_images']:,} training images here; memorised all of them, "
+                 f"not --n {n:,}")
     else:
         z, y = random_problem(n, d, targets=targets, seed=seed)
         net, rep = fit_expressivity(z, y, theta=theta, seed=seed)

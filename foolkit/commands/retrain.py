@@ -30,7 +30,9 @@ from foolkit.errors import FoolkitError
 @click.option("--subset", type=int, default=None, help="Training images to use (default: all).")
 @click.option("--test-subset", type=int, default=1000, show_default=True, help="Test images to measure on.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default="foolkit-retrain", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished round.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last finished round, with its saved settings (only --rounds, "
+                   "to extend or shorten it, --device and --data-dir may change).")
 @data_dir_option
 @seed_option
 @device_option
@@ -41,26 +43,32 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
     """Show that a network retrained on its fooling images is fooled again.
 
     Writes OUT/rounds.json, OUT/rounds.png, OUT/round-R/{model.pt,model.json,gallery.png} and a
-    log line per round; a killed run continues with --resume.
+    log line per round; a killed or interrupted run continues with --resume (more --rounds extend
+    a finished one).
     """
-    from foolkit.retrain import RetrainConfig, run_rounds
-    from foolkit.runs import read_json
+    import dataclasses
 
+    from foolkit.evolve import Interrupted
+    from foolkit.retrain import RetrainConfig, run_rounds, saved_config
+
+    values = {"model": model_name, "dataset": dataset, "kind": kind, "rounds": rounds, "encoding": encoding,
+              "generations": generations, "population": population, "pool_runs": pool_runs,
+              "holdout_runs": holdout_runs, "method": method, "eps": eps, "norm": norm, "attack_steps": attack_steps,
+              "finetune_epochs": finetune_epochs, "from_scratch": from_scratch, "lr": lr, "subset": subset,
+              "test_subset": test_subset, "seed": seed, "device": device, "data_dir": data_dir}
     if resume:
-        cfg_path = Path(out) / "config.json"
-        if not cfg_path.is_file():
-            raise FoolkitError(f"nothing to resume in {out}: no config.json")
-        config = RetrainConfig(**read_json(cfg_path))
+        # the saved config wins; options given on this command line are checked against it by run_rounds
+        given = _given_options(click.get_current_context(), {"model_name": "model"})
+        config = dataclasses.replace(saved_config(out), **{k: v for k, v in values.items() if k in given})
     else:
         if not model_name or not dataset:
             raise FoolkitError("--model and --dataset are required (or --resume with --out DIR)")
-        config = RetrainConfig(model=model_name, dataset=dataset, kind=kind, rounds=rounds, encoding=encoding,
-                               generations=generations, population=population, pool_runs=pool_runs,
-                               holdout_runs=holdout_runs, method=method, eps=eps, norm=norm, attack_steps=attack_steps,
-                               finetune_epochs=finetune_epochs, from_scratch=from_scratch, lr=lr, subset=subset,
-                               test_subset=test_subset, seed=seed, device=device, data_dir=data_dir)
+        config = RetrainConfig(**values)
         config.validate()
-    results = run_rounds(config, out, resume=resume)
+    try:
+        results = run_rounds(config, out, resume=resume)
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C in training, or in an evolution (which stops at a generation)
+        raise Interrupted(_interrupted(Path(out))) from None
     head = f"{'round':>5} {'clean acc':>9}"
     head += f" {'fooled':>6} {'median conf':>11} {'recall':>7}" if config.kind == "fooling" else f" {'robust acc':>10} {'median ' + config.norm:>11}"
     click.echo(head)
@@ -73,3 +81,28 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
             row += f" {r.robust_accuracy:>10.4f} {r.median_norm:>11.4f}"
         click.echo(row)
     info(f"wrote {Path(out) / 'rounds.json'} and {Path(out) / 'rounds.png'}")
+
+
+def _given_options(ctx: click.Context, rename: dict[str, str]) -> set[str]:
+    """The parameters typed on the command line (not defaults, not environment variables)."""
+    from click.core import ParameterSource
+
+    return {rename.get(p.name, p.name) for p in ctx.command.params
+            if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
+
+
+def _interrupted(out: Path) -> str:
+    """The one line Ctrl-C ends with: what is saved in ``out`` and how to go on."""
+    from foolkit.runs import load_checkpoint
+
+    resume = f"continue with `foolkit retrain --out {out} --resume`"
+    if not (out / "config.json").is_file():
+        return f"interrupted before the run started; nothing was written to {out}"
+    try:
+        done = len(load_checkpoint(out / "checkpoint.pt")[0]["rounds"]) if (out / "checkpoint.pt").is_file() else 0
+    except FoolkitError:
+        done = 0
+    if done == 0:
+        return f"interrupted in round 0, before any round finished; {resume} (it starts round 0 again)"
+    finished = "round 0" if done == 1 else f"rounds 0-{done - 1}"
+    return f"interrupted in round {done}; {finished} saved in {out / 'checkpoint.pt'}; {resume}"

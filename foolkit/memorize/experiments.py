@@ -162,7 +162,75 @@ def load_split(dataset: str, *, subset: int | None, test_subset: int | None, see
 
     train = load_dataset(dataset, "train", data_dir=data_dir, subset=subset, seed=seed, quiet=True)
     test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_subset, seed=seed, quiet=True)
+    if not len(train) or not len(test):
+        raise FoolkitError(f"dataset {dataset} has no {'training' if not len(train) else 'test'} images")
     return train.images(), train.y, test.images(), test.y, list(train.classes)
+
+
+# -- run folders: start, resume, check before writing ------------------------------------------
+
+#: how the CLI spells each saved setting (for the one line that refuses a change on resume)
+_OPTIONS = {"dataset": "--dataset", "subset": "--subset", "test_subset": "--test-subset", "variants": "--variants/--corrupt",
+            "seed": "--seed", "model": "--model", "epochs": "--epochs", "lr": "--lr", "lr_decay": "--lr-decay",
+            "batch_size": "--batch-size", "decay_steps": "--decay-steps", "regularizers": "--regularizers",
+            "labels": "--labels"}
+
+
+def saved_config(out: str | Path, command: str) -> dict[str, Any]:
+    """The config of the memorize ``command`` run in ``out`` (config.json), or a one-line error."""
+    run_dir = RunDir(out)
+    saved = run_dir.create({}, resume=True)  # reads config.json; raises "nothing to resume" without one
+    if not isinstance(saved, dict) or saved.get("command") != command:
+        raise FoolkitError(f"{run_dir.path} does not hold a `memorize {command}` run")
+    if command == "randomize":
+        kept = saved.get("settings")
+        if not isinstance(kept, dict) or not kept.keys() <= set(RunSettings.__dataclass_fields__):
+            raise FoolkitError(f"{run_dir.config_path} is not a memorize randomize run's config")
+        saved.setdefault("seed", saved["settings"].get("seed", 0))  # runs saved before the data seed was recorded
+    return saved
+
+
+def _resume_config(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
+    """The saved config of the run in ``run_dir``; a setting in ``config`` that differs from it is
+    an error naming the options (a resumed run continues with exactly the settings it began with,
+    so its results stay comparable)."""
+    import json
+
+    saved = saved_config(run_dir.path, config["command"])
+    new = json.loads(json.dumps(config))  # tuples as lists, as saved
+    changed = []
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(saved.get(key), dict):
+            changed += [k for k, v in value.items() if saved[key].get(k, v) != v]
+        elif isinstance(value, list) and isinstance(saved.get(key), list):
+            if sorted(map(str, value)) != sorted(map(str, saved[key])):  # the same runs in another order are the same
+                changed.append(key)
+        elif key in saved and saved[key] != value:
+            changed.append(key)
+    if changed:
+        opts = list(dict.fromkeys(_OPTIONS.get(k, k) for k in changed))
+        raise FoolkitError(f"cannot change {', '.join(opts)} when resuming {run_dir.path}: a resumed run keeps the "
+                           f"settings it started with (start a new run with another --out to change them)")
+    return saved
+
+
+def _refuse_existing(run_dir: RunDir) -> None:
+    if run_dir.config_path.exists() or run_dir.checkpoint_path.exists():
+        raise FoolkitError(f"{run_dir.path} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _probe_model(settings: RunSettings, x: torch.Tensor, classes: Sequence[str], device: str | torch.device) -> None:
+    """Build ``settings.model`` for these images and run two through it, so an architecture that
+    cannot take them fails now, before anything is written, not in the middle of the runs."""
+    shape = tuple(int(s) for s in x.shape[1:])
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            net = new_model(settings.model, classes=list(classes), input_size=shape,  # type: ignore[arg-type]
+                            mean=[0.5] * shape[0], std=[0.5] * shape[0], device=device, **settings.arch_kwargs)
+            net.eval()(x[:2].to(net.device))
+    except (RuntimeError, ValueError) as exc:
+        raise FoolkitError(f"model {settings.model} cannot take {list(shape)} images: "
+                           f"{str(exc).splitlines()[0][:160]}") from exc
 
 
 def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> list[str]:
@@ -195,17 +263,25 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
     settings.validate()
     names = expand_variants(variants, corrupt)
     config = {"command": "randomize", "dataset": dataset, "subset": subset, "test_subset": test_subset,
-              "variants": names, "settings": asdict(settings)}
+              "variants": names, "seed": seed, "settings": asdict(settings)}
     run_dir = RunDir(out) if out is not None else None
     runs: list[dict[str, Any]] = []
-    if run_dir is not None:
-        config = run_dir.create(config, resume=resume)
+    if run_dir is not None and resume:  # the saved config wins; a different setting is refused
+        config = _resume_config(run_dir, config)
+        dataset, subset, test_subset, seed = config["dataset"], config["subset"], config["test_subset"], config["seed"]
         names = config["variants"]
         settings = RunSettings(**config["settings"])
-        if resume and run_dir.file("results.json").exists():
-            runs = read_json(run_dir.file("results.json"))["runs"]
+        settings.validate()
+    elif run_dir is not None:
+        _refuse_existing(run_dir)
+    # data and model are loaded and checked before the run folder is written: a failed start leaves nothing
     x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
                                                  data_dir=data_dir)
+    _probe_model(settings, x_tr, classes, device)
+    if run_dir is not None and not resume:
+        run_dir.create(config, resume=False)
+    if run_dir is not None and resume and run_dir.file("results.json").exists():
+        runs = read_json(run_dir.file("results.json"))["runs"]
     done = {r["variant"] for r in runs}
     for name in names:
         if name in done:
@@ -353,12 +429,21 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
               "model": model, "regularizers": list(regularizers), "labels": label_names, "epochs": epochs, "seed": seed}
     run_dir = RunDir(out) if out is not None else None
     rows: list[dict[str, Any]] = []
-    if run_dir is not None:
-        config = run_dir.create(config, resume=resume)
-        if resume and run_dir.file("regularizers.json").exists():
-            rows = read_json(run_dir.file("regularizers.json"))["rows"]
+    if run_dir is not None and resume:  # the saved config wins; a different setting is refused
+        config = _resume_config(run_dir, config)
+        dataset, subset, test_subset, model = config["dataset"], config["subset"], config["test_subset"], config["model"]
+        epochs, seed = config["epochs"], config["seed"]
+        base = RunSettings(model=model, epochs=epochs, seed=seed)
+        base.validate()
+    elif run_dir is not None:
+        _refuse_existing(run_dir)
     x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
                                                  data_dir=data_dir)
+    _probe_model(base, x_tr, classes, device)
+    if run_dir is not None and not resume:
+        run_dir.create(config, resume=False)
+    if run_dir is not None and resume and run_dir.file("regularizers.json").exists():
+        rows = read_json(run_dir.file("regularizers.json"))["rows"]
     done = {(r["regularizer"], r["variant"]) for r in rows}
     for lab in config["labels"]:
         v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
@@ -444,4 +529,4 @@ def fit_ratio(runs: Sequence[dict[str, Any]], slow: str = "random-labels", fast:
 
 __all__ = ["MODELS", "DEFAULT_VARIANTS", "REGULARIZERS", "RunSettings", "default_lr", "epoch_decay",
            "train_variant", "run_randomization", "run_regularizers", "plot_figure1", "plot_regularizers",
-           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split"]
+           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split", "saved_config"]

@@ -212,7 +212,9 @@ def memorize_dataset(dataset: str, *, n: int, random_labels: bool = True, test_s
     targets, then classify the test set by rounding c(z) to the nearest class.
 
     Returns the report plus ``train_accuracy`` (labels reproduced exactly after rounding),
-    ``test_accuracy`` and ``labels`` ("random" or "true")."""
+    ``test_accuracy``, ``labels`` ("random" or "true"), ``n_requested`` (``n``) and ``n_images``
+    (the training images there were to memorise: fewer than ``n`` when the split is smaller;
+    ``n`` counts the distinct ones among them)."""
     from foolkit.data import load_dataset
 
     train = load_dataset(dataset, "train", data_dir=data_dir, subset=n, seed=seed, quiet=True)
@@ -233,4 +235,5 @@ def memorize_dataset(dataset: str, *, n: int, random_labels: bool = True, test_s
     zt = test.images().reshape(len(test.y), -1).to(torch.float64)
     test_acc = float((classify(zt) == test.y).double().mean())
     return {**rep.as_dict(), "dataset": dataset, "labels": "random" if random_labels else "true",
-            "train_accuracy": train_acc, "test_accuracy": test_acc, "n_test": len(test.y)}
+            "train_accuracy": train_acc, "test_accuracy": test_acc, "n_test": len(test.y), "n_requested": n,
+            "n_images": len(train)}

@@ -1,0 +1,209 @@
+"""`foolkit memorize randomize / regularizers`: --resume keeps the saved settings, a failed start
+leaves nothing, Ctrl-C says how to go on; `expressivity` says when --n is more than the data holds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import foolkit.memorize.experiments as experiments
+from foolkit.errors import FoolkitError
+from foolkit.memorize.experiments import RunSettings, run_randomization
+
+# every value differs from the command's default, so a resume that fell back to a default would show
+RAND = ["--dataset", "mnist", "--subset", "60", "--test-subset", "40", "--variants", "true,random-labels",
+        "--epochs", "2", "--batch-size", "30", "--lr", "0.02", "--seed", "4", "--model", "mlp3x512"]
+REG = ["--subset", "60", "--test-subset", "40", "--regularizers", "none,dropout", "--labels", "true,random-labels",
+       "--epochs", "1", "--seed", "2", "--model", "lenet"]
+KEYS = ("variant", "dataset", "model", "n_train", "n_test", "seed", "lr", "batch_size", "epochs", "train_accuracy",
+        "test_accuracy", "final_train_loss")
+
+
+def _snapshot(run):
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _keep_first(path, key):
+    """What a kill after the first run leaves: results with only that run."""
+    data = json.loads(path.read_text())
+    data[key] = data[key][:1]
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished two-variant randomize run made by the CLI with non-default settings."""
+    from foolkit.cli import main
+
+    out = tmp_path_factory.mktemp("memorize") / "rand"
+    assert main(["memorize", "randomize", *RAND, "--out", str(out), "--json"]) == 0
+    return out
+
+
+def test_randomize_resume_runs_the_rest_with_the_saved_settings(cli, finished, tmp_path):
+    run = tmp_path / "mix2"
+    shutil.copytree(finished, run)
+    full = json.loads((run / "results.json").read_text())["runs"]
+    _keep_first(run / "results.json", "runs")
+    r = cli("memorize", "randomize", "--out", run, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    resumed = json.loads((run / "results.json").read_text())["runs"]
+    assert [x["variant"] for x in resumed] == ["true", "random-labels"]
+    rest = resumed[1]
+    assert (rest["dataset"], rest["model"], rest["n_train"], rest["n_test"], rest["seed"], rest["lr"],
+            rest["batch_size"]) == ("mnist", "mlp3x512", 60, 40, 4, 0.02, 30)
+    # ... and it is the run an uninterrupted invocation made
+    assert {k: rest[k] for k in KEYS} == {k: full[1][k] for k in KEYS}
+
+
+@pytest.mark.parametrize("change,named", [
+    (["--dataset", "fashion-mnist"], ["--dataset"]),
+    (["--subset", "1000", "--test-subset", "300"], ["--subset", "--test-subset"]),
+    (["--epochs", "150"], ["--epochs"]),
+    (["--model", "mlp1x512", "--seed", "0"], ["--model", "--seed"]),
+    (["--variants", "true,random-labels,shuffled-pixels"], ["--variants"]),
+    (["--corrupt", "0.5"], ["--variants/--corrupt"]),
+])
+def test_randomize_resume_refuses_changes_finished_or_not(cli, one_line_error, finished, tmp_path, change, named):
+    for cut in (False, True):  # a finished run (changes used to be ignored) and an unfinished one
+        run = tmp_path / f"r{cut}"
+        shutil.copytree(finished, run)
+        if cut:
+            _keep_first(run / "results.json", "runs")
+        before = _snapshot(run)
+        one_line_error(cli("memorize", "randomize", "--out", run, "--resume", *change), "cannot change", *named)
+        assert _snapshot(run) == before
+
+
+def test_randomize_resume_accepts_the_saved_settings_repeated(cli, finished, tmp_path):
+    run = tmp_path / "same"
+    shutil.copytree(finished, run)
+    before = _snapshot(run)["results.json"]
+    repeated = ["--dataset", "mnist", "--subset", "60", "--epochs", "2", "--model", "mlp3x512",
+                "--variants", "random-labels,true"]  # the same variants in another order are the same runs
+    r = cli("memorize", "randomize", *repeated, "--out", run, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [x["variant"] for x in json.loads(r.stdout)["runs"]] == ["true", "random-labels"]
+    after = json.loads((run / "results.json").read_text())["runs"]
+    assert [{k: x[k] for k in KEYS} for x in after] == [{k: x[k] for k in KEYS} for x in json.loads(before)["runs"]]
+
+
+def test_resume_of_another_kind_of_run_is_refused(cli, one_line_error, finished, tmp_path):
+    one_line_error(cli("memorize", "regularizers", "--out", finished, "--resume"), "does not hold", "regularizers")
+    (tmp_path / "retrain").mkdir()
+    (tmp_path / "retrain" / "config.json").write_text(json.dumps({"model": "lenet-mnist", "dataset": "mnist"}))
+    one_line_error(cli("memorize", "randomize", "--out", tmp_path / "retrain", "--resume"), "does not hold")
+    one_line_error(cli("memorize", "randomize", "--out", tmp_path / "none", "--resume"), "nothing to resume")
+
+
+def test_library_resume_uses_and_checks_the_saved_config(finished, tmp_path):
+    run = tmp_path / "lib"
+    shutil.copytree(finished, run)
+    with pytest.raises(FoolkitError, match="cannot change --dataset"):
+        run_randomization(dataset="fashion-mnist", subset=60, test_subset=40, variants=("true", "random-labels"),
+                          settings=RunSettings(model="mlp3x512", epochs=2, batch_size=30, lr=0.02, seed=4), seed=4,
+                          out=run, resume=True)
+
+
+def test_regularizers_resume_runs_the_rest_with_the_saved_settings(cli, one_line_error, tmp_path):
+    out = tmp_path / "reg"
+    assert cli("memorize", "regularizers", *REG, "--out", out, "--json").exit_code == 0
+    full = json.loads((out / "regularizers.json").read_text())["rows"]
+    _keep_first(out / "regularizers.json", "rows")
+    before = _snapshot(out)
+    one_line_error(cli("memorize", "regularizers", "--out", out, "--resume", "--epochs", "5", "--dataset",
+                       "fashion-mnist"), "cannot change", "--epochs", "--dataset")
+    assert _snapshot(out) == before
+    r = cli("memorize", "regularizers", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads((out / "regularizers.json").read_text())["rows"]
+    assert [(x["regularizer"], x["variant"]) for x in rows] == [(x["regularizer"], x["variant"]) for x in full]
+    keys = [k for k in KEYS if k not in ("variant", "lr", "batch_size", "seed")] + ["regularizer", "seed"]
+    assert [{k: x[k] for k in keys} for x in rows] == [{k: x[k] for k in keys} for x in full]
+    assert all(x["model"] == "lenet" and x["n_train"] == 60 for x in rows)
+
+
+@pytest.fixture
+def tiny_rgb(tmp_path):
+    """A dataset folder of 6x6 colour images: too small for LeNet's 5x5 convolutions."""
+    rng = np.random.default_rng(0)
+    for c in "ab":
+        (tmp_path / "tiny" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "tiny" / c / f"{i}.png")
+    return tmp_path / "tiny"
+
+
+@pytest.mark.parametrize("command", ["randomize", "regularizers"])
+@pytest.mark.parametrize("change,fragment", [
+    (["--dataset", "cifar10"], "cifar10"),                       # offline, not on disk
+    (["--dataset", "folder:/nonexist"], "no such dataset folder"),
+    (["--dataset", "TINY", "--model", "lenet"], "cannot take [3, 6, 6] images"),
+])
+def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(cli, one_line_error, tmp_path, tiny_rgb,
+                                                                        command, change, fragment):
+    out = tmp_path / "w"
+    change = [f"folder:{tiny_rgb}" if a == "TINY" else a for a in change]
+    small = ["--subset", "50", "--test-subset", "50", "--epochs", "1"]
+    small += ["--variants", "true"] if command == "randomize" else ["--regularizers", "none", "--labels", "true"]
+    one_line_error(cli("memorize", command, *small, *change, "--out", out), fragment)
+    assert not out.exists()
+    r = cli("memorize", command, *small, "--out", out)
+    assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("with_out", [True, False])
+def test_ctrl_c_says_what_is_saved_and_how_to_continue(cli, monkeypatch, tmp_path, with_out):
+    real = experiments.train_variant
+    calls = []
+
+    def second_is_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "train_variant", second_is_interrupted)
+    out = tmp_path / "ci"
+    args = ["memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true,random-labels",
+            "--epochs", "1", "--json"]
+    r = cli(*args, *(["--out", out] if with_out else []))
+    assert r.exit_code == 130 and "Traceback" not in r.stderr
+    last = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    assert last.startswith("foolkit: error: interrupted")
+    if not with_out:
+        assert "nothing was saved" in last
+        return
+    assert "1 of 2 runs" in last and f"foolkit memorize randomize --out {out} --resume" in last
+    monkeypatch.setattr(experiments, "train_variant", real)
+    r = cli("memorize", "randomize", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [x["variant"] for x in json.loads(r.stdout)["runs"]] == ["true", "random-labels"]
+
+
+@pytest.fixture
+def digit_folder(tmp_path, mnist_test):
+    """30 real test digits as PNGs in class folders (24 train / 6 test by the folder split)."""
+    x, y = mnist_test.images(), mnist_test.y
+    for c in range(10):
+        d = tmp_path / "digits" / str(c)
+        d.mkdir(parents=True)
+        for i, k in enumerate((y == c).nonzero().flatten()[:3].tolist()):
+            Image.fromarray((x[k, 0].numpy() * 255).round().astype(np.uint8)).save(d / f"{i}.png")
+    return tmp_path / "digits"
+
+
+def test_expressivity_says_when_n_is_more_than_the_data_holds(cli, digit_folder):
+    r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "100000", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n_requested"] == 100000 and out["n_images"] == 24 and out["n"] <= 24
+    assert out["train_accuracy"] == 1.0
+    notice = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(notice) == 1 and "only 24 training images" in notice[0] and "--n 100,000" in notice[0]
+    r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "20", "--json")
+    assert r.exit_code == 0 and r.stderr.strip() == "" and json.loads(r.stdout)["n_images"] == 20
