@@ -395,9 +395,10 @@ def _retrain(model: Classifier, base: Classifier, arch: str, config: RetrainConf
         target_classes = list(model.classes)
     if config.from_scratch:
         mean, std = base.mean.flatten().tolist(), base.std.flatten().tolist()
-        torch.manual_seed(_round_seed(config, r, 7))
-        new = new_model(arch, classes=target_classes, input_size=base.input_size, mean=mean, std=std, device=dev,
-                        **base.meta.get("arch_kwargs", {}))
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # the caller's RNG stays as it was
+            torch.manual_seed(_round_seed(config, r, 7))
+            new = new_model(arch, classes=target_classes, input_size=base.input_size, mean=mean, std=std, device=dev,
+                            **base.meta.get("arch_kwargs", {}))
         new.meta = {**base.meta, "arch": arch}
     elif config.kind == "fooling" and FOOLING not in model.classes:
         new = add_class(model, generator=torch.Generator().manual_seed(_round_seed(config, r, 5)))
@@ -450,7 +451,8 @@ def _measure(model: Classifier, config: RetrainConfig, test: Dataset, holdout: t
         return rec, (res.images, captions)
     from foolkit.attacks import make_attack
 
-    x, y = test.images(dev)[: config.attack_subset], test.y.to(dev)[: config.attack_subset]
+    sub = test.subset(config.attack_subset, seed=config.seed)  # every class: a sorted test set's first N are 0s and 1s
+    x, y = sub.images(dev), sub.y.to(dev)
     budget = make_attack(config.method, eps=config.eps, norm=config.norm, steps=config.attack_steps,
                          seed=_round_seed(config, r, 1))(model, x, y)
     rec.robust_accuracy = float((budget.labels_after == y).float().mean())

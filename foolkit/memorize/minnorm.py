@@ -208,8 +208,8 @@ def run_minnorm(*, dataset: str = "mnist", subset: int | None = 2000, test_subse
                            "degree": degree if kernel == "polynomial" else None,
                            "sigma": model.spec.sigma if kernel == "gaussian" else None}
     if sgd:
-        m = min(sgd_subset, len(train.y))
-        out["sgd"] = sgd_check(train.images()[:m], train.y[:m], num_classes=k_classes,
+        few = train.subset(min(sgd_subset, len(train.y)), seed=seed)  # every class: the data may be sorted by label
+        out["sgd"] = sgd_check(few.images(), few.y, num_classes=k_classes,
                                spec=KernelSpec(kernel=kernel, degree=degree, sigma=sigma), epochs=sgd_epochs,
                                seed=seed)
     return out
