@@ -93,3 +93,17 @@ def test_page_renders_in_headless_chromium(demo_dir, tmp_path):
     dom = subprocess.run(cmd[:-2] + ["--dump-dom", (demo_dir / "index.html").as_uri()], capture_output=True,
                          text=True, timeout=120, check=True).stdout
     assert dom.count("<img") >= 6 and "foolkit demo" in dom
+
+
+def test_ctrl_c_during_the_demo_is_one_line_without_a_resume_hint(cli, monkeypatch, tmp_path):
+    import foolkit.demo
+    from foolkit.evolve import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("interrupted after generation 27")  # what an inner evolution raises on Ctrl-C
+
+    monkeypatch.setattr(foolkit.demo, "run_demo", stopped)
+    r = cli("demo", "--out", tmp_path / "d")
+    assert r.exit_code == 130 and r.stderr.strip().splitlines() == [
+        f"foolkit: error: demo interrupted; {tmp_path / 'd'} keeps what earlier runs wrote; run `foolkit demo` again "
+        "to start over"]

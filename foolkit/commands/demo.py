@@ -7,6 +7,13 @@ from pathlib import Path
 import click
 
 from foolkit.commands.common import device_option, info, seed_option
+from foolkit.errors import FoolkitError
+
+
+class Interrupted(FoolkitError):
+    """Ctrl-C during the demo (exit code 130)."""
+
+    exit_code = 130
 
 
 @click.command()
@@ -18,7 +25,13 @@ def demo(out: str, quick: bool, seed: int, device: str) -> None:
     """Attack, evolve, retrain and memorize against the bundled LeNet; writes OUT/index.html."""
     from foolkit.demo import run_demo
 
-    summary = run_demo(out, quick=quick, seed=seed, device=device)
+    try:
+        summary = run_demo(out, quick=quick, seed=seed, device=device)
+    except (KeyboardInterrupt, FoolkitError) as exc:  # an inner run's Ctrl-C says "--resume": the demo has none
+        if isinstance(exc, FoolkitError) and getattr(exc, "exit_code", 1) != 130:
+            raise
+        raise Interrupted(f"demo interrupted; {out} keeps what earlier runs wrote; run `foolkit demo` again "
+                          "to start over") from None
     for name, st in summary["stages"].items():
         click.echo(f"{name:<9} {st['seconds']:6.1f} s  {st['text']}")
     info(f"open {Path(out) / 'index.html'} ({summary['seconds']:.0f} s in all)")
