@@ -130,6 +130,8 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
 
 def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str, tgt: int | None,
                    confidence: float, images: tuple[str, ...], out: Path, as_json: bool) -> None:
+    from tqdm import tqdm
+
     from foolkit.images import load_image, noise_image, panel, save_image
     from foolkit.runs import atomic_write_json
 
@@ -138,7 +140,9 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
     stems = _unique_stems(images)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    bar = tqdm(total=len(images), desc=f"attack {method}", unit="img", disable=None, leave=False)  # on a terminal
     for path, stem, x in zip(images, stems, pixels):
+        bar.set_postfix_str(Path(path).name[:30])
         c, h, w = x.shape
         clf = full_resolution_classifier(model, c, h, w)
         t0 = time.perf_counter()
@@ -169,8 +173,10 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
                    out / f"{stem}.panel.png")
         atomic_write_json(out / f"{stem}.json", record)
         rows.append(record)
+        bar.update(1)
         if as_json:
             emit_json(record)
+    bar.close()
     if not as_json:
         _print_table(rows)
     info(f"wrote {len(rows)} result(s) to {out}/")
