@@ -43,6 +43,11 @@ def _given() -> set[str]:
     return {p.name for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
 
 
+def _from_run(given: set[str], saved: dict[str, Any], **options: Any) -> list[Any]:
+    """Each option's value on resume: as typed when typed (checked against the run later), else the saved run's."""
+    return [value if name in given else saved.get(name, value) for name, value in options.items()]
+
+
 def _interrupted(command: str, out: str | None, results: str, key: str, total: int) -> Any:
     """The error Ctrl-C ends with (exit code 130): what is saved and how to go on."""
     from pathlib import Path
@@ -108,16 +113,11 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
     if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
         saved = saved_config(out, "randomize")
         kept = saved["settings"]
-        dataset = dataset if "dataset" in given else saved["dataset"]
-        subset = subset if "subset" in given else saved["subset"]
-        test_subset = test_subset if "test_subset" in given else saved["test_subset"]
-        seed = seed if "seed" in given else saved["seed"]
-        model = model if "model" in given else kept.get("model", model)
-        epochs = epochs if "epochs" in given else kept.get("epochs", epochs)
-        lr = lr if "lr" in given else kept.get("lr", lr)
-        lr_decay = lr_decay if "lr_decay" in given else kept.get("lr_decay", lr_decay)
-        batch_size = batch_size if "batch_size" in given else kept.get("batch_size", batch_size)
-        decay_steps = decay_steps if "decay_steps" in given else kept.get("decay_steps", decay_steps)
+        dataset, subset, test_subset, seed = _from_run(given, saved, dataset=dataset, subset=subset,
+                                                       test_subset=test_subset, seed=seed)
+        model, epochs, lr, lr_decay, batch_size, decay_steps = _from_run(
+            given, kept, model=model, epochs=epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size,
+            decay_steps=decay_steps)
         names = list(saved["variants"])
         if "variants" in given or "corrupt" in given:
             names = expand_variants(_names(variants) if "variants" in given else names, levels)
@@ -180,12 +180,9 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
     given = _given()
     if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
         saved = saved_config(out, "regularizers")
-        dataset = dataset if "dataset" in given else saved.get("dataset", dataset)
-        subset = subset if "subset" in given else saved.get("subset", subset)
-        test_subset = test_subset if "test_subset" in given else saved.get("test_subset", test_subset)
-        model = model if "model" in given else saved.get("model", model)
-        epochs = epochs if "epochs" in given else saved.get("epochs", epochs)
-        seed = seed if "seed" in given else saved.get("seed", seed)
+        dataset, subset, test_subset, model, epochs, seed = _from_run(
+            given, saved, dataset=dataset, subset=subset, test_subset=test_subset, model=model, epochs=epochs,
+            seed=seed)
         regs = _names(regularizers) if "regularizers" in given else list(saved.get("regularizers", []))
         labs = _names(labels) if "labels" in given else list(saved.get("labels", []))
     else:
