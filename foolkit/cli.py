@@ -6,7 +6,10 @@ non-zero exit; Ctrl-C ends with exit code 130 after the command has saved what i
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from typing import Any
 
 import click
 
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from foolkit.commands import common
 
     common.INVOCATION[:] = list(argv) if argv is not None else sys.argv[1:]
+    previous = _terminate_as_interrupt()
     try:
         rv = cli.main(args=argv, prog_name="foolkit", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -71,6 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"foolkit: error: out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch or --device cpu",
               file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """``kill`` (SIGTERM) stops a command the way Ctrl-C does: what it has saved stays, and it
+    ends with one line. Returns the handler it replaced (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def torch_oom_types() -> tuple[type[BaseException], ...]:

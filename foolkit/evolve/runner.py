@@ -40,8 +40,8 @@ class Interrupted(FoolkitError):
 
 
 class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current generation (so the
-    checkpoint is consistent); a second Ctrl-C raises KeyboardInterrupt at once."""
+    """Turns the first Ctrl-C (or ``kill``) into a request to stop after the current generation
+    (so the checkpoint is consistent); a second one raises KeyboardInterrupt at once."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -57,11 +57,12 @@ class _StopFlag:
                 raise KeyboardInterrupt
             self.requested = True
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}  # kill as Ctrl-C
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def make_search(model: Classifier, config: EvolveConfig, classes: list[int]) -> MapElites | GradientAscent:

@@ -84,3 +84,33 @@ def test_config_saved_before_the_activation_setting_keeps_all_six() -> None:
     del old["cppn_activations"]
     assert EvolveConfig.from_dict(old).cppn_activations == list(ACTIVATIONS)
     assert EvolveConfig().cppn_activations == ["sine", "sigmoid", "gaussian", "linear"]  # the paper's set
+
+
+def test_kill_with_sigterm_ends_in_one_line_and_resumes(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    base = [sys.executable, "-c", "import sys; from foolkit.cli import main; sys.exit(main())", "evolve",
+            "--model", "lenet-mnist", "--device", "cpu", "-p", "20", "--checkpoint-every", "5", "--out", str(out)]
+    cmd = base + ["--generations", "100000"]
+    env = {**os.environ, "FOOLKIT_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "checkpoint saved" in err.strip().splitlines()[-1] and "Traceback" not in err  # stopped after a generation
+    done = [json.loads(line)["generation"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert done == list(range(1, len(done) + 1))
+    r = subprocess.run(base + ["--generations", str(len(done) + 2), "--resume"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    gens = [json.loads(line)["generation"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert gens == list(range(1, len(done) + 3))
