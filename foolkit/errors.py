@@ -9,3 +9,10 @@ class FoolkitError(Exception):
     """A user-facing error: bad input, missing file, unknown name, offline without data."""
 
     exit_code = 2
+
+
+class Interrupted(FoolkitError):
+    """Ctrl-C or ``kill``: the command stopped after saving what it could; the message says
+    what and how to go on (exit code 130, as for SIGINT)."""
+
+    exit_code = 130

@@ -44,6 +44,15 @@ def data_dir_option(f: F) -> F:
                              "(default: $FOOLKIT_DATA/<name>, system copies, then the cache).")(f)
 
 
+def typed_options() -> set[str]:
+    """The running command's parameters typed on the command line (not defaults or the
+    environment): on ``--resume`` these are checked against the run, the rest come from it."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {p.name for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj))
 

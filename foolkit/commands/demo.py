@@ -7,13 +7,7 @@ from pathlib import Path
 import click
 
 from foolkit.commands.common import device_option, info, seed_option
-from foolkit.errors import FoolkitError
-
-
-class Interrupted(FoolkitError):
-    """Ctrl-C during the demo (exit code 130)."""
-
-    exit_code = 130
+from foolkit.errors import Interrupted
 
 
 @click.command()
@@ -27,9 +21,7 @@ def demo(out: str, quick: bool, seed: int, device: str) -> None:
 
     try:
         summary = run_demo(out, quick=quick, seed=seed, device=device)
-    except (KeyboardInterrupt, FoolkitError) as exc:  # an inner run's Ctrl-C says "--resume": the demo has none
-        if isinstance(exc, FoolkitError) and getattr(exc, "exit_code", 1) != 130:
-            raise
+    except (KeyboardInterrupt, Interrupted):  # an inner run's message says "--resume": the demo has none
         raise Interrupted(f"demo interrupted; {out} keeps what earlier runs wrote; run `foolkit demo` again "
                           "to start over") from None
     for name, st in summary["stages"].items():

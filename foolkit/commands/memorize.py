@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from foolkit.commands.common import data_dir_option, device_option, emit_json, info, seed_option
+from foolkit.commands.common import data_dir_option, device_option, emit_json, info, seed_option, typed_options
 from foolkit.errors import FoolkitError
 
 
@@ -35,14 +35,6 @@ def _device(device: str) -> Any:
     return resolve_device(device)
 
 
-def _given() -> set[str]:
-    """The options of the running command typed on the command line (not defaults or environment)."""
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    return {p.name for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
-
-
 def _from_run(given: set[str], saved: dict[str, Any], **options: Any) -> list[Any]:
     """Each option's value on resume: as typed when typed (checked against the run later), else the saved run's."""
     return [value if name in given else saved.get(name, value) for name, value in options.items()]
@@ -52,7 +44,7 @@ def _interrupted(command: str, out: str | None, results: str, key: str, total: i
     """The error Ctrl-C ends with (exit code 130): what is saved and how to go on."""
     from pathlib import Path
 
-    from foolkit.evolve import Interrupted
+    from foolkit.errors import Interrupted
     from foolkit.runs import read_json
 
     if out is None:
@@ -108,7 +100,7 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
 
     if resume and out is None:
         raise FoolkitError("--resume needs --out DIR")
-    given = _given()
+    given = typed_options()
     levels = _floats(corrupt, "--corrupt")
     if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
         saved = saved_config(out, "randomize")
@@ -177,7 +169,7 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
 
     if resume and out is None:
         raise FoolkitError("--resume needs --out DIR")
-    given = _given()
+    given = typed_options()
     if resume:  # options not given come from the saved run; given ones must match it (checked when it starts)
         saved = saved_config(out, "regularizers")
         dataset, subset, test_subset, model, epochs, seed = _from_run(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from foolkit.commands.common import data_dir_option, device_option, info, seed_option
+from foolkit.commands.common import data_dir_option, device_option, info, seed_option, typed_options
 from foolkit.errors import FoolkitError
 
 
@@ -48,7 +48,7 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
     """
     import dataclasses
 
-    from foolkit.evolve import Interrupted
+    from foolkit.errors import Interrupted
     from foolkit.retrain import RetrainConfig, run_rounds, saved_config
 
     values = {"model": model_name, "dataset": dataset, "kind": kind, "rounds": rounds, "encoding": encoding,
@@ -58,7 +58,7 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
               "test_subset": test_subset, "seed": seed, "device": device, "data_dir": data_dir}
     if resume:
         # the saved config wins; options given on this command line are checked against it by run_rounds
-        given = _given_options(click.get_current_context(), {"model_name": "model"})
+        given = {"model" if name == "model_name" else name for name in typed_options()}
         config = dataclasses.replace(saved_config(out), **{k: v for k, v in values.items() if k in given})
     else:
         if not model_name or not dataset:
@@ -81,14 +81,6 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
             row += f" {r.robust_accuracy:>10.4f} {r.median_norm:>11.4f}"
         click.echo(row)
     info(f"wrote {Path(out) / 'rounds.json'} and {Path(out) / 'rounds.png'}")
-
-
-def _given_options(ctx: click.Context, rename: dict[str, str]) -> set[str]:
-    """The parameters typed on the command line (not defaults, not environment variables)."""
-    from click.core import ParameterSource
-
-    return {rename.get(p.name, p.name) for p in ctx.command.params
-            if p.name and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE}
 
 
 def _interrupted(out: Path) -> str:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
-from foolkit.commands.common import command_line, data_dir_option, device_option, emit_json, info, seed_option
-from foolkit.errors import FoolkitError
+from foolkit.commands.common import (command_line, data_dir_option, device_option, emit_json, info, seed_option,
+                                     typed_options)
+from foolkit.errors import FoolkitError, Interrupted
 
 #: attacks that adversarial training can use: the budget attacks (they take --adv-eps/--adv-steps/--adv-norm)
 ADV_METHODS = ("fgsm", "bim", "pgd")
@@ -29,12 +29,6 @@ RUN_SETTINGS: dict[str, str] = {
 }
 #: what a resumed run may change (besides where the data live, the device and --json)
 RESUMABLE = ("--epochs",)
-
-
-class TrainingInterrupted(FoolkitError):
-    """Ctrl-C during `foolkit train` (exit code 130); the message says what was saved."""
-
-    exit_code = 130
 
 
 def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -74,19 +68,12 @@ def check_output(path: Path, others: list[Path]) -> None:
         raise FoolkitError(f"cannot write {path}: no permission to write in {parent}")
 
 
-def _explicit(ctx: click.Context | None, name: str) -> bool:
-    """Whether option ``name`` (its parameter name) was given on the command line."""
-    if ctx is None:
-        return True
-    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
-
-
 _PARAM = {"arch_kwargs": "arch_opt"}  # a setting whose click parameter is named otherwise
 
 
-def merge_resumed(saved: dict[str, Any], given: dict[str, Any], ctx: click.Context | None, ckpt: Path) -> dict[str, Any]:
-    """The settings of a resumed run: the saved ones, with any option given on the command line
-    checked against them. Any change but :data:`RESUMABLE` is an error naming the options."""
+def merge_resumed(saved: dict[str, Any], given: dict[str, Any], typed: set[str], ckpt: Path) -> dict[str, Any]:
+    """The settings of a resumed run: the saved ones, with the options ``typed`` on the command
+    line checked against them. Any change but :data:`RESUMABLE` is an error naming the options."""
     merged = dict(given)
     changed: list[str] = []
     for key, option in RUN_SETTINGS.items():
@@ -94,7 +81,7 @@ def merge_resumed(saved: dict[str, Any], given: dict[str, Any], ctx: click.Conte
             continue
         if given[key] == saved[key]:
             continue
-        if _explicit(ctx, _PARAM.get(key, key)):
+        if _PARAM.get(key, key) in typed:
             changed.append(f"{option} ({_show(saved[key])} -> {_show(given[key])})")
         else:
             merged[key] = saved[key]
@@ -189,10 +176,10 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
         saved = {**{k: v for k, v in saved_config.items() if k in RUN_SETTINGS},
                  **saved_config.get("extra", {}).get("run", {})}
         saved_data = saved_config.get("extra", {}).get("data")
-        ctx = click.get_current_context(silent=True)
-        given = merge_resumed(saved, given, ctx, ckpt)
+        typed = typed_options()
+        given = merge_resumed(saved, given, typed, ckpt)
         done = list(meta.get("history", []))
-        if not _explicit(ctx, "epochs") and "epochs" in saved_config:
+        if "epochs" not in typed and "epochs" in saved_config:
             epochs = int(saved_config["epochs"])  # the run's own length unless --epochs says otherwise
         if epochs < len(done):
             raise FoolkitError(f"{ckpt} already holds {len(done)} epoch{'s' if len(done) != 1 else ''}; "
@@ -270,11 +257,11 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
                 finished = int(load_checkpoint(ckpt)[0]["epoch"])
             except (FoolkitError, KeyError, TypeError, ValueError):
                 pass
-            raise TrainingInterrupted(
+            raise Interrupted(
                 f"interrupted during epoch {min(finished + 1, epochs)} of {epochs}; {ckpt} holds the "
                 f"{finished} finished epoch{'s' if finished != 1 else ''}: run the same command with --resume "
                 "to continue") from None
-        raise TrainingInterrupted(f"interrupted during epoch 1 of {epochs}, before the first checkpoint; "
+        raise Interrupted(f"interrupted during epoch 1 of {epochs}, before the first checkpoint; "
                                   "nothing was saved") from None
     last = history[-1] if history else {}
     command = command_line()

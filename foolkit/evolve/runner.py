@@ -18,7 +18,7 @@ import torch
 from deap import tools
 from tqdm import tqdm
 
-from foolkit.errors import FoolkitError
+from foolkit.errors import FoolkitError, Interrupted
 from foolkit.evolve.config import EvolveConfig, EvolveResult
 from foolkit.evolve.gradient import GradientAscent
 from foolkit.evolve.loop import MapElites
@@ -31,12 +31,6 @@ from foolkit.utils import rng_state, set_rng_state
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
 #: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
 RESUMABLE_OVERRIDES = ("generations", "until", "time_limit", "checkpoint_every", "batch_size")
-
-
-class Interrupted(FoolkitError):
-    """Ctrl-C: the run stopped after a checkpoint (exit code 130)."""
-
-    exit_code = 130
 
 
 class _StopFlag:
