@@ -65,8 +65,10 @@ def make_search(model: Classifier, config: EvolveConfig, classes: list[int]) -> 
 
 def _record(search: MapElites | GradientAscent, update_count: int, seconds: float) -> dict[str, Any]:
     conf = search.archive.confidence
-    srt = sorted(conf.tolist())  # once per generation
-    at = torch.stack([(conf >= 0.99).sum(), (conf >= 0.9999).sum()]).tolist()  # compared as --until compares
+    # one host sync per generation; the thresholds compared on the tensor, as --until compares
+    counts = [(conf >= t).sum(0, keepdim=True) for t in (0.99, 0.9999)]
+    *values, at_99, at_9999 = torch.cat([conf, *counts]).tolist()
+    srt, at = sorted(values), [int(at_99), int(at_9999)]
     rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
            "median": float(np.median(srt)), "max": srt[-1], "at_99": at[0], "at_9999": at[1],
            "improved": update_count, "seconds": round(seconds, 3)}
