@@ -217,8 +217,30 @@ def _coordinates(height: int, width: int, device: torch.device) -> torch.Tensor:
     return coordinates(height, width, device)
 
 
+class Workspace:
+    """A scratch buffer that :func:`render` reuses from call to call for its node values.
+
+    Every render needs ``(4 + nodes) × H × W`` floats. On CPU a fresh buffer of tens of MB comes
+    from the operating system as untouched pages, and their page faults cost as much as the
+    rendering itself (a population of 1000 LeNet CPPNs renders in 26 ms with a reused buffer and
+    43 ms without; 32 colour CPPNs at 224 px in 124 ms and 145 ms). The buffer grows to the
+    largest render asked for and stays that size; one workspace per caller (not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+
+    @torch.inference_mode(False)  # an ordinary tensor: render writes into it in and out of inference mode
+    def get(self, numel: int, device: torch.device) -> torch.Tensor:
+        """A 1-D float buffer of ``numel`` elements on ``device`` (its contents are garbage)."""
+        buf = self._buffer
+        if buf is None or buf.device != device or buf.numel() < numel:
+            self._buffer = None  # let the old buffer go before the new one is allocated
+            buf = self._buffer = torch.empty(numel + numel // 4, device=device)  # headroom: CPPNs grow
+        return buf[:numel]
+
+
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int, *,
-           sparse: bool | None = None) -> torch.Tensor:
+           sparse: bool | None = None, workspace: Workspace | None = None) -> torch.Tensor:
     """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
 
     The work is proportional to the nodes and connections genomes actually have, not to the slot
@@ -239,7 +261,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     costs as many multiply-adds as the node has connections. Memory is ``(4 + nodes) × H × W``
     floats; chunk the population to bound it. Two host syncs per call (the sizes), none per step.
     ``sparse=False`` multiplies by the same matrix made dense (the default on devices without
-    sparse CSR products, such as MPS).
+    sparse CSR products, such as MPS). ``workspace`` keeps that memory from call to call
+    (:class:`Workspace`); the returned images never share it.
     """
     w, act, alive = genomes["w"], genomes["act"], genomes["alive"]  # (w is 0 where "on" is off)
     P, N = act.shape
@@ -310,7 +333,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         rows = torch.div(entry, I + M, rounding_mode="floor")
 
     # 4. the steps
-    B = torch.empty(I + T, X, device=dev)
+    B = (workspace.get((I + T) * X, dev).view(I + T, X) if workspace is not None
+         else torch.empty(I + T, X, device=dev))
     B[:I] = _coordinates(height, width, dev)
     r, e = I, 0  # first row and first entry of the step
     for j in range(S):

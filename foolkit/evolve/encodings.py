@@ -154,13 +154,14 @@ class CPPNEncoding:
         if self.spec.outputs != (1 if channels == 1 else 3):
             raise ValueError(f"a {channels}-channel CPPN needs {1 if channels == 1 else 3} outputs")
         self.halve_every = halve_every
+        self._workspace = cppn.Workspace()  # the render's node values, reused from generation to generation
 
     def sample(self, n: int, gen: torch.Generator) -> Genomes:
         return cppn.sample(self.spec, n, gen, self.device)
 
     def decode(self, genomes: Genomes, size: tuple[int, int] | None = None) -> torch.Tensor:
         h, w = size or self.size
-        return cppn.render(genomes, self.spec, h, w)
+        return cppn.render(genomes, self.spec, h, w, workspace=self._workspace)
 
     def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int) -> Genomes:
         return cppn.mutate(genomes, self.spec, gen, rate_scale=rate_scale(generation, self.halve_every))

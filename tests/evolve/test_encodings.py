@@ -135,6 +135,27 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
         assert torch.allclose(cppn.render(g, spec, 9, 11, sparse=False).double(), expect, atol=5e-5)  # the dense fallback (MPS)
 
 
+def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:
+    """Renders through one workspace, big and small, in and out of inference mode, equal renders
+    without it, and an image from an earlier call is not overwritten by a later one."""
+    ws = cppn.Workspace()
+    for outputs in (1, 3):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
+        g = cppn.sample(spec, 16, gen(0), "cpu")
+        for i in range(20):
+            g = cppn.mutate(g, spec, gen(200 + i))
+        first = cppn.render(g, spec, 20, 20, workspace=ws)
+        kept = first.clone()
+        with torch.inference_mode():
+            small = cppn.render(g, spec, 6, 9, workspace=ws)  # fits the buffer: reused
+        big = cppn.render(g, spec, 40, 40, workspace=ws)  # does not: it grows
+        for img, (h, w) in ((first, (20, 20)), (small, (6, 9)), (big, (40, 40))):
+            assert torch.equal(img, cppn.render(g, spec, h, w))
+        assert torch.equal(first, kept)
+    buf = ws.get(10, torch.device("cpu"))
+    assert buf.numel() == 10 and ws.get(5, torch.device("cpu")).data_ptr() == buf.data_ptr()
+
+
 def test_cppn_pick_is_uniform_over_candidates() -> None:
     g = gen(0)
     cand = torch.rand(5, 12, generator=g) < 0.4
