@@ -218,22 +218,30 @@ def _coordinates(height: int, width: int, device: torch.device) -> torch.Tensor:
 
 
 class Workspace:
-    """A scratch buffer that :func:`render` reuses from call to call for its node values.
+    """A scratch buffer that :func:`render` reuses from call to call for its node values, when
+    they are big and on the CPU.
 
-    Every render needs ``(4 + nodes) × H × W`` floats. On CPU a fresh buffer of tens of MB comes
-    from the operating system as untouched pages, and their page faults cost as much as the
-    rendering itself (a population of 1000 LeNet CPPNs renders in 26 ms with a reused buffer and
-    43 ms without; 32 colour CPPNs at 224 px in 124 ms and 145 ms). The buffer grows to the
-    largest render asked for and stays that size; one workspace per caller (not thread-safe)."""
+    Every render needs ``(4 + nodes) × H × W`` floats. Above 32 MB, glibc's malloc hands out a
+    fresh memory mapping every time, and its page faults cost as much as the rendering itself (a
+    population of 1000 LeNet CPPNs, 50 MB, renders in 26 ms from a reused buffer and 43 ms from a
+    fresh one; 32 colour CPPNs at 224 px in 124 and 145 ms). Below that malloc reuses freed memory
+    by itself, and keeping a buffer aside made a whole generation slower (a LeNet generation of
+    200 CPPNs, 10 MB, by 5% of its forward's time: the forward then works in colder memory), and
+    on a GPU torch's caching allocator already reuses memory: both get a fresh tensor. The
+    buffer grows to the largest render asked for and stays; one workspace per caller (not
+    thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, min_bytes: int = 32 << 20) -> None:
+        self.min_bytes = min_bytes
         self._buffer: torch.Tensor | None = None
 
     @torch.inference_mode(False)  # an ordinary tensor: render writes into it in and out of inference mode
     def get(self, numel: int, device: torch.device) -> torch.Tensor:
         """A 1-D float buffer of ``numel`` elements on ``device`` (its contents are garbage)."""
+        if device.type != "cpu" or numel * 4 < self.min_bytes:
+            return torch.empty(numel, device=device)
         buf = self._buffer
-        if buf is None or buf.device != device or buf.numel() < numel:
+        if buf is None or buf.numel() < numel:
             self._buffer = None  # let the old buffer go before the new one is allocated
             buf = self._buffer = torch.empty(numel + numel // 4, device=device)  # headroom: CPPNs grow
         return buf[:numel]
@@ -333,8 +341,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         rows = torch.div(entry, I + M, rounding_mode="floor")
 
     # 4. the steps
-    B = (workspace.get((I + T) * X, dev).view(I + T, X) if workspace is not None
-         else torch.empty(I + T, X, device=dev))
+    B = (workspace.get((I + T) * X, dev) if workspace is not None else torch.empty((I + T) * X, device=dev)).view(I + T, X)
     B[:I] = _coordinates(height, width, dev)
     r, e = I, 0  # first row and first entry of the step
     for j in range(S):

@@ -138,7 +138,7 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
 def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:
     """Renders through one workspace, big and small, in and out of inference mode, equal renders
     without it, and an image from an earlier call is not overwritten by a later one."""
-    ws = cppn.Workspace()
+    ws = cppn.Workspace(min_bytes=0)  # reuse every buffer (by default only those of 32 MB and more)
     for outputs in (1, 3):
         spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
         g = cppn.sample(spec, 16, gen(0), "cpu")
@@ -152,8 +152,13 @@ def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> N
         for img, (h, w) in ((first, (20, 20)), (small, (6, 9)), (big, (40, 40))):
             assert torch.equal(img, cppn.render(g, spec, h, w))
         assert torch.equal(first, kept)
-    buf = ws.get(10, torch.device("cpu"))
-    assert buf.numel() == 10 and ws.get(5, torch.device("cpu")).data_ptr() == buf.data_ptr()
+    cpu = torch.device("cpu")
+    buf = ws.get(10, cpu)
+    assert buf.numel() == 10 and ws.get(5, cpu).data_ptr() == buf.data_ptr()
+    default = cppn.Workspace()
+    assert default.get(1000, cpu).numel() == 1000 and default._buffer is None  # small: a fresh tensor
+    at_limit = cppn.Workspace(min_bytes=4000)
+    assert at_limit.get(1000, cpu).numel() == 1000 and at_limit._buffer is not None  # 4000 bytes: kept
 
 
 def test_cppn_pick_is_uniform_over_candidates() -> None:
