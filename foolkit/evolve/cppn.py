@@ -235,16 +235,19 @@ class Workspace:
         self.min_bytes = min_bytes
         self._buffer: torch.Tensor | None = None
 
-    @torch.inference_mode(False)  # an ordinary tensor: render writes into it in and out of inference mode
     def get(self, numel: int, device: torch.device) -> torch.Tensor:
         """A 1-D float buffer of ``numel`` elements on ``device`` (its contents are garbage)."""
         if device.type != "cpu" or numel * 4 < self.min_bytes:
             return torch.empty(numel, device=device)
-        buf = self._buffer
-        if buf is None or buf.numel() < numel:
+        if self._buffer is None or self._buffer.numel() < numel:
             self._buffer = None  # let the old buffer go before the new one is allocated
-            buf = self._buffer = torch.empty(numel + numel // 4, device=device)  # headroom: CPPNs grow
-        return buf[:numel]
+            self._buffer = _kept_buffer(numel + numel // 4, device)  # headroom: CPPNs grow
+        return self._buffer[:numel]
+
+
+@torch.inference_mode(False)  # an ordinary tensor: render writes into it in and out of inference mode
+def _kept_buffer(numel: int, device: torch.device) -> torch.Tensor:
+    return torch.empty(numel, device=device)
 
 
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int, *,
