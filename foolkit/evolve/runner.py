@@ -137,7 +137,20 @@ def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | 
     run in ``out`` from its checkpoint (its saved config wins, except for
     :data:`RESUMABLE_OVERRIDES`). ``on_generation`` is called with each log record.
     Ctrl-C stops after the current generation, checkpoints, and raises :class:`Interrupted`.
+
+    The run seeds python's, numpy's and torch's global RNGs (and a resumed run restores them from
+    its checkpoint, as they were) for any library code that draws from them; the evolution itself
+    draws only from its own generator. The caller's global RNG states are put back afterwards.
     """
+    caller = rng_state()
+    try:
+        return _run(model, config, out=out, resume=resume, progress=progress, on_generation=on_generation)
+    finally:
+        set_rng_state(caller)
+
+
+def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, resume: bool, progress: bool,
+         on_generation: Callable[[dict[str, Any]], None] | None) -> EvolveResult:
     config.validate()
     if resume and out is None:
         raise FoolkitError("resuming needs the run folder (--out)")
@@ -150,7 +163,9 @@ def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | 
     names = [model.classes[k] for k in classes]
     model.eval()
 
-    random.seed(config.seed)  # DEAP's RNG: seeded here, saved in checkpoints
+    random.seed(config.seed)  # DEAP's RNG (and numpy's, torch's): seeded here, saved in checkpoints
+    np.random.seed(config.seed % 2**32)
+    torch.manual_seed(config.seed)
     search = make_search(model, config, classes)
     logbook = tools.Logbook()
     seconds_before = 0.0

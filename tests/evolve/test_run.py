@@ -209,3 +209,26 @@ def test_gradient_ascent_leaves_the_models_gradients_alone(lenet) -> None:
         p.grad = None
     run_evolution(lenet, EvolveConfig(method="gradient", generations=2, classes=[1]), progress=False)
     assert all(p.grad is None for p in lenet.parameters())
+
+
+def test_a_run_leaves_the_callers_global_rngs_as_they_were(lenet, tmp_path: Path) -> None:
+    """run_evolution seeds python's, numpy's and torch's global RNGs for the run (its checkpoint
+    holds them) and puts the caller's back afterwards, fresh or resumed."""
+    import random
+
+    import numpy as np
+
+    from foolkit.runs import load_checkpoint
+
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    before = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    cfg = EvolveConfig(generations=2, population=10, seed=7)
+    run_evolution(lenet, cfg, out=tmp_path / "r", progress=False)
+    run_evolution(lenet, replace(cfg, generations=3), out=tmp_path / "r", resume=True, progress=False)
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+    meta, tensors = load_checkpoint(tmp_path / "r" / "checkpoint.pt", map_location="cpu")
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # the run's own states: seeded by its config
+    assert meta["rng"]["python"][1] == list(random.getstate()[1])
+    assert meta["rng"]["numpy"][1] == np.random.get_state()[1].tolist()
+    assert torch.equal(tensors["rng_torch"], torch.get_rng_state())
