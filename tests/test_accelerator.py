@@ -10,6 +10,11 @@ Each check runs the same work on CPU and on the device where it can, and compare
 rendering (sparse and dense products), variation, scoring with ten crops, attacks and whole
 runs of every command with ``--device``. Tensors must stay on the device; results must agree
 with the CPU to float32 tolerance; runs must fool, and their saved files must fool from disk.
+
+They run in full float32: torch lets cuDNN convolutions use TF32 by default on Ampere and later
+GPUs, about 1e-3 relative error, and a claim made at one batch size (≥ 99.99%, "just past the
+boundary") may not survive re-measuring at another. ``FOOLKIT_TEST_TF32=1`` runs them with
+torch's defaults instead, to see whether it does.
 """
 
 from __future__ import annotations
@@ -41,6 +46,13 @@ def _device() -> torch.device | None:
 
 DEVICE = _device()
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no accelerator (set FOOLKIT_TEST_DEVICE, or run on a GPU)")
+
+
+@pytest.fixture(autouse=True)
+def _float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get("FOOLKIT_TEST_TF32") != "1":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
 @pytest.fixture(scope="module")
