@@ -228,8 +228,9 @@ class Workspace:
     by itself, and keeping a buffer aside made a whole generation slower (a LeNet generation of
     200 CPPNs, 10 MB, by 5% of its forward's time: the forward then works in colder memory), and
     on a GPU torch's caching allocator already reuses memory: both get a fresh tensor. The
-    buffer grows to the largest render asked for and stays; one workspace per caller (not
-    thread-safe)."""
+    buffer grows with the renders asked for, and is replaced by a smaller one when a render
+    needs less than a quarter of it (a one-off render at a big size is not held on to); one
+    workspace per caller (not thread-safe)."""
 
     def __init__(self, *, min_bytes: int = 32 << 20) -> None:
         self.min_bytes = min_bytes
@@ -239,7 +240,8 @@ class Workspace:
         """A 1-D float buffer of ``numel`` elements on ``device`` (its contents are garbage)."""
         if device.type != "cpu" or numel * 4 < self.min_bytes:
             return torch.empty(numel, device=device)
-        if self._buffer is None or self._buffer.numel() < numel:
+        size = 0 if self._buffer is None else self._buffer.numel()
+        if size < numel or size > 4 * numel:  # too small, or far too big (after a one-off big render)
             self._buffer = None  # let the old buffer go before the new one is allocated
             self._buffer = _kept_buffer(numel + numel // 4, device)  # headroom: CPPNs grow
         return self._buffer[:numel]

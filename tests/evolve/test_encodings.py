@@ -138,23 +138,29 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
 def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:
     """Renders through one workspace, big and small, in and out of inference mode, equal renders
     without it, and an image from an earlier call is not overwritten by a later one."""
-    ws = cppn.Workspace(min_bytes=0)  # reuse every buffer (by default only those of 32 MB and more)
     for outputs in (1, 3):
+        ws = cppn.Workspace(min_bytes=0)  # reuse every buffer (by default only those of 32 MB and more)
         spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
         g = cppn.sample(spec, 16, gen(0), "cpu")
         for i in range(20):
             g = cppn.mutate(g, spec, gen(200 + i))
         first = cppn.render(g, spec, 20, 20, workspace=ws)
-        kept = first.clone()
+        kept, buffer = first.clone(), ws._buffer.data_ptr()
         with torch.inference_mode():
-            small = cppn.render(g, spec, 6, 9, workspace=ws)  # fits the buffer: reused
-        big = cppn.render(g, spec, 40, 40, workspace=ws)  # does not: it grows
-        for img, (h, w) in ((first, (20, 20)), (small, (6, 9)), (big, (40, 40))):
+            near = cppn.render(g, spec, 19, 19, workspace=ws)  # fits: the same buffer
+        assert ws._buffer.data_ptr() == buffer
+        small = cppn.render(g, spec, 6, 9, workspace=ws)  # far smaller: a smaller buffer replaces it
+        big = cppn.render(g, spec, 40, 40, workspace=ws)  # bigger than the buffer: it grows
+        for img, (h, w) in ((first, (20, 20)), (near, (19, 19)), (small, (6, 9)), (big, (40, 40))):
             assert torch.equal(img, cppn.render(g, spec, h, w))
         assert torch.equal(first, kept)
     cpu = torch.device("cpu")
     buf = ws.get(10, cpu)
     assert buf.numel() == 10 and ws.get(5, cpu).data_ptr() == buf.data_ptr()
+    ws.get(10_000, cpu)
+    assert ws._buffer is not None and ws._buffer.numel() >= 10_000
+    ws.get(100, cpu)  # far smaller: the big buffer is let go
+    assert ws._buffer.numel() < 1000
     default = cppn.Workspace()
     assert default.get(1000, cpu).numel() == 1000 and default._buffer is None  # small: a fresh tensor
     at_limit = cppn.Workspace(min_bytes=4000)
