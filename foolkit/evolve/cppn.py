@@ -346,7 +346,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         rows = torch.div(entry, I + M, rounding_mode="floor")
 
     # 4. the steps
-    B = (workspace.get((I + T) * X, dev) if workspace is not None else torch.empty((I + T) * X, device=dev)).view(I + T, X)
+    flat = workspace.get((I + T) * X, dev) if workspace is not None else torch.empty((I + T) * X, device=dev)
+    B = flat.view(I + T, X)
     B[:I] = _coordinates(height, width, dev)
     r, e = I, 0  # first row and first entry of the step
     for j in range(S):

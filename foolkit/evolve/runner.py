@@ -4,7 +4,6 @@ stopping rules and outputs."""
 from __future__ import annotations
 
 import contextlib
-import random
 import signal
 import threading
 import time
@@ -26,7 +25,7 @@ from foolkit.evolve.report import (read_elites, save_elites, save_gallery, save_
                                    write_archive_json)
 from foolkit.models.classifier import Classifier
 from foolkit.runs import RunDir, load_checkpoint, save_checkpoint
-from foolkit.utils import rng_state, set_rng_state
+from foolkit.utils import rng_state, seed_everything, set_rng_state
 
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
 #: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
@@ -163,9 +162,7 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
     names = [model.classes[k] for k in classes]
     model.eval()
 
-    random.seed(config.seed)  # DEAP's RNG (and numpy's, torch's): seeded here, saved in checkpoints
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)  # the global RNGs (DEAP's is python's): seeded here, saved in checkpoints
     search = make_search(model, config, classes)
     logbook = tools.Logbook()
     seconds_before = 0.0
