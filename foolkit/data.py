@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +61,7 @@ class Dataset:
     classes: list[str]
     source: str
     notes: list[str] = field(default_factory=list)
+    requested: int | None = None  # a subset size asked for that was more than there is (see subset)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,17 +75,30 @@ class Dataset:
         x = self.x.to(device)
         return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
+    def provenance(self) -> dict[str, Any]:
+        """What a results file records of the data a run used: ``{"source", "n", "notes"}`` and,
+        where a bigger subset was asked for than there is, ``"requested"``."""
+        out: dict[str, Any] = {"source": self.source, "n": len(self), "notes": list(self.notes)}
+        if self.requested is not None:
+            out["requested"] = self.requested
+        return out
+
     def stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the images in [0, 1]."""
         x = self.images()
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
 
     def subset(self, n: int | None, seed: int = 0) -> Dataset:
-        """A deterministic subset of ``n`` examples (class-stratified where possible)."""
-        if n is None or n >= len(self):
-            return self
-        if n <= 0:
+        """A deterministic subset of ``n`` examples (class-stratified where possible). Asked for
+        more than there are, it is all of them, with a note saying so (see :meth:`provenance`)."""
+        if n is not None and n <= 0:
             raise FoolkitError(f"subset size must be positive, got {n}")
+        if n is not None and n > len(self):
+            return Dataset(self.name, self.split, self.x, self.y, self.classes, self.source,
+                           self.notes + [f"asked for {n} {self.split} examples, {len(self)} available: using all {len(self)}"],
+                           requested=n)
+        if n is None or n == len(self):
+            return self
         idx = stratified_indices(self.y, n, seed)
         return Dataset(self.name, self.split, self.x[idx], self.y[idx], self.classes,
                        self.source, self.notes + [f"subset of {n} (seed {seed})"])
@@ -349,6 +364,16 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         raise FoolkitError(f"dataset {name!r} not found and cannot be downloaded (offline?): {hint}or put its files "
                            f"under --data-dir / $FOOLKIT_DATA/{name} or {cache_dir() / name}")
     return ds.subset(subset, seed)
+
+
+def say_capped(name: str, data: dict[str, dict[str, Any]]) -> None:
+    """Say on stderr which splits of a run's data (``{split: provenance}``) are smaller than the
+    subset asked for. Commands call it once their checks have passed, so that a command that
+    fails prints its one error line and nothing else."""
+    for split, p in data.items():
+        if p.get("requested", 0) > p["n"]:
+            print(f"foolkit: {name}: asked for {p['requested']} {split} examples, {p['n']} available: "
+                  f"using all {p['n']}", file=sys.stderr)
 
 
 def dataset_sources(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, object]]:

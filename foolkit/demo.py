@@ -169,7 +169,7 @@ def stage_retrain(out: Path, s: DemoSettings, seed: int, device: str) -> Stage:
 
 
 def stage_memorize(out: Path, s: DemoSettings, seed: int, device: str) -> Stage:
-    from foolkit.memorize import fit_expressivity, memorize_dataset, run_randomization
+    from foolkit.memorize import memorize_dataset, run_randomization
 
     runs, figures = run_randomization(dataset="mnist", subset=s.memorize_subset, model="mlp1x512",
                                       variants=s.memorize_variants, epochs=s.memorize_epochs, seed=seed,

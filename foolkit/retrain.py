@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from foolkit.data import Dataset, load_dataset
+from foolkit.data import Dataset, load_dataset, say_capped
 from foolkit.errors import FoolkitError
 from foolkit.models import Classifier, load_model, new_model, save_model
 from foolkit.models.training import TrainConfig, evaluate, fit
@@ -282,6 +282,8 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
                                f"--rounds {config.rounds} would end before them")
     # everything is loaded and checked before the run folder is written: a failed start leaves nothing
     train, test, base, arch = _load_inputs(config, dev)
+    if progress:
+        say_capped(config.dataset, {"train": train.provenance(), "test": test.provenance()})
     if resume:
         run.save_config(dataclasses.asdict(config))  # changed rounds/device included: the next --resume's base
     else:
@@ -328,7 +330,7 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             save_checkpoint(run.checkpoint_path, meta={"rounds": [dataclasses.asdict(x) for x in rounds]},
                             tensors={"pool": pool.cpu(), "pool_y": pool_y.cpu(), "measured": measured.cpu()})
             run.log(dataclasses.asdict(rec))
-            _write_report(run, config, rounds)
+            _write_report(run, config, rounds, {"train": train.provenance(), "test": test.provenance()})
             bar.update(1)
             bar.set_postfix(_postfix(rec))
     finally:
@@ -482,9 +484,9 @@ def _save_round(run: RunDir, r: int, model: Classifier, arch: str, base: Classif
         save_image(grid(list(images), captions, columns=5, tile=112, title=title), folder / "gallery.png")
 
 
-def _write_report(run: RunDir, config: RetrainConfig, rounds: list[Round]) -> None:
+def _write_report(run: RunDir, config: RetrainConfig, rounds: list[Round], data: dict[str, Any]) -> None:
     atomic_write_json(run.file("rounds.json"), {
-        "kind": config.kind, "model": config.model, "dataset": config.dataset,
+        "kind": config.kind, "model": config.model, "dataset": config.dataset, "data": data,
         "rounds": [{k: v for k, v in dataclasses.asdict(r).items()} for r in rounds],
     })
     plot_rounds(rounds, config, run.file("rounds.png"))

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from foolkit.evolve import EvolveConfig, MapElites, run_evolution
+from foolkit.evolve import EvolveConfig, run_evolution
 from foolkit.evolve import cppn
 from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding
 from foolkit.evolve.scoring import Scorer

@@ -109,6 +109,20 @@ def test_subsets_are_deterministic_and_stratified(mnist_test):
         mnist_test.subset(0)
 
 
+def test_a_subset_bigger_than_the_data_is_all_of_it_and_says_so(mnist_test, capsys):
+    """Recorded in the data's provenance; said on stderr by commands once their checks pass."""
+    n = len(mnist_test)
+    assert mnist_test.subset(n) is mnist_test and mnist_test.subset(None) is mnist_test
+    big = mnist_test.subset(n + 500)
+    assert torch.equal(big.x, mnist_test.x) and len(big) == n
+    assert big.provenance()["n"] == n and big.provenance()["notes"][-1] == (
+        f"asked for {n + 500} test examples, {n} available: using all {n}")
+    assert big.provenance()["requested"] == n + 500 and "requested" not in mnist_test.provenance()
+    capsys.readouterr()
+    data.say_capped("mnist", {"test": big.provenance(), "train": mnist_test.provenance()})
+    assert capsys.readouterr().err == f"foolkit: mnist: asked for {n + 500} test examples, {n} available: using all {n}\n"
+
+
 def test_image_folder_dataset(tmp_path):
     from foolkit.images import save_image
 

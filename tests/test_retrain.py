@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from foolkit.errors import FoolkitError
 from foolkit.retrain import FOOLING, RetrainConfig, add_class, mix_fooling, run_rounds
 
 TINY = dict(model="lenet-mnist", dataset="mnist", rounds=2, generations=3, population=16, pool_runs=1,

@@ -209,13 +209,15 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
               seed: int) -> None:
     from tqdm import tqdm
 
-    from foolkit.data import load_dataset
+    from foolkit.data import load_dataset, say_capped
     from foolkit.runs import atomic_write_json
 
     ds = load_dataset(dataset, "test", data_dir=data_dir, subset=subset, seed=seed, quiet=as_json)
     if tuple(ds.input_size) != tuple(model.input_size):
         raise FoolkitError(f"dataset {dataset} has {tuple(ds.input_size)} images but model {model_name} takes "
                            f"{tuple(model.input_size)}")
+    if not as_json:
+        say_capped(dataset, {"test": ds.provenance()})
     n = len(ds)
     correct = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)

@@ -268,7 +268,8 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     if sigma is not None and not sigma > 0:
         raise FoolkitError(f"--sigma must be positive, got {sigma}")
     res = run_minnorm(dataset=dataset, subset=subset, test_subset=test_subset, kernel=kernel, degree=degree, sigma=sigma,
-                      seed=seed, sgd=sgd, sgd_subset=sgd_subset, sgd_epochs=sgd_epochs, data_dir=data_dir)
+                      seed=seed, sgd=sgd, sgd_subset=sgd_subset, sgd_epochs=sgd_epochs, data_dir=data_dir,
+                      quiet=as_json)
     if as_json:
         emit_json(res)
     else:

@@ -149,7 +149,7 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
     """
     import torch
 
-    from foolkit.data import load_dataset
+    from foolkit.data import load_dataset, say_capped
     from foolkit.models import new_model, save_model
     from foolkit.models.archs import check_arch_options
     from foolkit.models.training import TrainConfig, fit
@@ -246,6 +246,8 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
         if as_json:
             emit_json(rec)
 
+    if not as_json:
+        say_capped(dataset, {"train": train_ds.provenance()})
     t0 = time.time()
     try:
         history = fit(model, train_ds.images(dev), train_ds.y, config, test=(test_ds.images(dev), test_ds.y.to(dev)),

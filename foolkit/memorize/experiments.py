@@ -36,10 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
+from foolkit.data import say_capped
 from foolkit.errors import FoolkitError
 from foolkit.memorize.randomize import Variant, make_variant, parse_variant
 from foolkit.models.archs import count_parameters
@@ -155,16 +156,29 @@ def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSett
     }
 
 
+class Split(NamedTuple):
+    """A dataset's train and test images (float ``(N, C, H, W)`` in [0, 1]) and labels, and what
+    they are: ``data`` = ``{"train": provenance, "test": provenance}`` (source, size, notes)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    data: dict[str, Any]
+
+
 def load_split(dataset: str, *, subset: int | None, test_subset: int | None, seed: int,
-               data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Train and test images (float ``(N, C, H, W)`` in [0, 1]) and labels of a dataset subset."""
+               data_dir: str | None = None) -> Split:
+    """Train and test data of a dataset subset."""
     from foolkit.data import load_dataset
 
     train = load_dataset(dataset, "train", data_dir=data_dir, subset=subset, seed=seed, quiet=True)
     test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_subset, seed=seed, quiet=True)
     if not len(train) or not len(test):
         raise FoolkitError(f"dataset {dataset} has no {'training' if not len(train) else 'test'} images")
-    return train.images(), train.y, test.images(), test.y, list(train.classes)
+    return Split(train.images(), train.y, test.images(), test.y, list(train.classes),
+                 {"train": train.provenance(), "test": test.provenance()})
 
 
 # -- run folders: start, resume, check before writing ------------------------------------------
@@ -275,9 +289,11 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
     elif run_dir is not None:
         _refuse_existing(run_dir)
     # data and model are loaded and checked before the run folder is written: a failed start leaves nothing
-    x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
-                                                 data_dir=data_dir)
+    x_tr, y_tr, x_te, y_te, classes, data = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
+                                                       data_dir=data_dir)
     _probe_model(settings, x_tr, classes, device)
+    if progress:
+        say_capped(dataset, data)
     if run_dir is not None and not resume:
         run_dir.create(config, resume=False)
     if run_dir is not None and resume and run_dir.file("results.json").exists():
@@ -293,14 +309,14 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         if run_dir is not None:
             save_checkpoint(run_dir.file(f"labels-{name.replace(':', '-')}.pt"), meta=v.summary(),
                             tensors={"y_train": v.y_train, "y_original": v.y_original, "replaced": v.replaced})
-            atomic_write_json(run_dir.file("results.json"), {"config": config, "runs": runs})
+            atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs})
             run_dir.log({k: val for k, val in rec.items() if k != "history"})
         if on_run is not None:
             on_run(rec)
     figures: dict[str, str] = {}
     if run_dir is not None:
         figures = plot_figure1(runs, run_dir.path, title=f"{settings.model} on {dataset} ({len(y_tr)} train)")
-        atomic_write_json(run_dir.file("results.json"), {"config": config, "runs": runs, "figures": figures})
+        atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs, "figures": figures})
     return runs, figures
 
 
@@ -437,9 +453,11 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         base.validate()
     elif run_dir is not None:
         _refuse_existing(run_dir)
-    x_tr, y_tr, x_te, y_te, classes = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
-                                                 data_dir=data_dir)
+    x_tr, y_tr, x_te, y_te, classes, data = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
+                                                       data_dir=data_dir)
     _probe_model(base, x_tr, classes, device)
+    if progress:
+        say_capped(dataset, data)
     if run_dir is not None and not resume:
         run_dir.create(config, resume=False)
     if run_dir is not None and resume and run_dir.file("regularizers.json").exists():
@@ -457,7 +475,7 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
             rec.update(regularizer=reg, dataset=dataset)
             rows.append(rec)
             if run_dir is not None:
-                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "rows": rows})
+                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows})
                 run_dir.log({k: val for k, val in rec.items() if k != "history"})
             if on_run is not None:
                 on_run(rec)
@@ -466,7 +484,7 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
     if run_dir is not None:
         figure = plot_regularizers(rows, run_dir.file("regularizers.png"), title=f"{model} on {dataset}")
         atomic_write_text(run_dir.file("regularizers.md"), md)
-        atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "rows": rows, "figure": figure})
+        atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows, "figure": figure})
     return {"rows": rows, "markdown": md, "figure": figure}
 
 
@@ -529,4 +547,4 @@ def fit_ratio(runs: Sequence[dict[str, Any]], slow: str = "random-labels", fast:
 
 __all__ = ["MODELS", "DEFAULT_VARIANTS", "REGULARIZERS", "RunSettings", "default_lr", "epoch_decay",
            "train_variant", "run_randomization", "run_regularizers", "plot_figure1", "plot_regularizers",
-           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split", "saved_config"]
+           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split", "Split", "saved_config"]

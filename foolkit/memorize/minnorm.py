@@ -187,10 +187,11 @@ def sgd_check(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, spec: Kerne
 def run_minnorm(*, dataset: str = "mnist", subset: int | None = 2000, test_subset: int | None = None,
                 kernel: str = "polynomial", degree: int = 4, sigma: float | None = None, seed: int = 0,
                 sgd: bool = False, sgd_subset: int = 200, sgd_epochs: int = 300,
-                data_dir: str | None = None) -> dict[str, Any]:
+                data_dir: str | None = None, quiet: bool = True) -> dict[str, Any]:
     """Min-norm interpolation of a dataset subset; ``{"n", "kernel", "train_error", "test_error",
-    "norm", "seconds", ...}`` (+ ``"sgd"``: :func:`sgd_check` on the first ``sgd_subset`` points)."""
-    from foolkit.data import load_dataset
+    "norm", "seconds", "data", ...}`` (+ ``"sgd"``: :func:`sgd_check` on the first ``sgd_subset``
+    points). ``quiet=False``: a subset bigger than the data is also reported on stderr."""
+    from foolkit.data import load_dataset, say_capped
 
     spec = KernelSpec(kernel=kernel, degree=degree, sigma=sigma)
     spec.validate()
@@ -206,10 +207,13 @@ def run_minnorm(*, dataset: str = "mnist", subset: int | None = 2000, test_subse
                            "norm": model.norm(k), "seconds": time.time() - t0, "dataset": dataset,
                            "n_test": len(test.y), "solver": model.solver, "max_residual": residual,
                            "degree": degree if kernel == "polynomial" else None,
-                           "sigma": model.spec.sigma if kernel == "gaussian" else None}
+                           "sigma": model.spec.sigma if kernel == "gaussian" else None,
+                           "data": {"train": train.provenance(), "test": test.provenance()}}
     if sgd:
         few = train.subset(min(sgd_subset, len(train.y)), seed=seed)  # every class: the data may be sorted by label
         out["sgd"] = sgd_check(few.images(), few.y, num_classes=k_classes,
                                spec=KernelSpec(kernel=kernel, degree=degree, sigma=sigma), epochs=sgd_epochs,
                                seed=seed)
+    if not quiet:
+        say_capped(dataset, out["data"])
     return out

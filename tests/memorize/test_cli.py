@@ -29,6 +29,22 @@ def test_minnorm_json_fields(cli):
     out = json.loads(r.stdout)
     assert {"n", "kernel", "train_error", "test_error", "norm", "seconds"} <= out.keys()
     assert out["n"] == 300 and out["train_error"] == 0.0 and out["test_error"] < 0.25 and out["norm"] > 0
+    assert out["data"]["train"]["n"] == 300 and out["data"]["test"]["n"] == out["n_test"]
+
+
+def test_a_subset_bigger_than_the_data_is_reported_not_silent(cli, mnist_test):
+    """Offline, MNIST's training split is 4,000 digits: asking for more uses them all, says so on
+    stderr (not with --json, whose stdout is the record) and records what was used."""
+    from foolkit.data import load_dataset
+
+    n = len(load_dataset("mnist", "train", quiet=True))
+    r = cli("memorize", "minnorm", "--subset", str(n + 1000), "--test-subset", "100", "--kernel", "gaussian")
+    assert r.exit_code == 0, r.stderr
+    assert f"asked for {n + 1000} train examples, {n} available: using all {n}" in r.stderr
+    assert f"n: {n}" in r.stdout.splitlines()
+    r = cli("memorize", "minnorm", "--subset", str(n + 1000), "--test-subset", "100", "--kernel", "gaussian", "--json")
+    assert r.exit_code == 0 and "asked for" not in r.stderr
+    assert json.loads(r.stdout)["data"]["train"]["notes"][-1].startswith(f"asked for {n + 1000}")
 
 
 def test_randomize_json_and_files(cli, tmp_path):
@@ -42,6 +58,8 @@ def test_randomize_json_and_files(cli, tmp_path):
             "seconds"} == set(res["runs"][0])
     assert (out / "results.json").is_file() and (out / "fig1a-loss.png").is_file()
     assert (out / "labels-random-pixels.pt").is_file()
+    data = json.loads((out / "results.json").read_text())["data"]
+    assert data["train"]["n"] == 100 and data["test"]["n"] == 100 and data["train"]["source"]
 
 
 @pytest.mark.parametrize("args,fragment", [
