@@ -259,6 +259,25 @@ def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> l
     return out
 
 
+def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings, *, resume: bool, results: str,
+           key: str, device: str | torch.device, data_dir: str | None,
+           progress: bool) -> tuple[Split, list[dict[str, Any]]]:
+    """Load the data of ``config`` and check the model on it, and only then write the run folder (a
+    failed start leaves nothing; a subset bigger than the data is said once those checks pass).
+    Returns the data and the records a resumed run has already written (``results[key]``)."""
+    split = load_split(config["dataset"], subset=config["subset"], test_subset=config["test_subset"],
+                       seed=config["seed"], data_dir=data_dir)
+    _probe_model(settings, split.x_train, split.classes, device)
+    if progress:
+        say_capped(config["dataset"], split.data)
+    done: list[dict[str, Any]] = []
+    if run_dir is not None and not resume:
+        run_dir.create(config, resume=False)
+    elif run_dir is not None and run_dir.file(results).exists():
+        done = read_json(run_dir.file(results))[key]
+    return split, done
+
+
 def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
                       model: str = "mlp1x512", variants: Sequence[str] = DEFAULT_VARIANTS,
                       corrupt: Sequence[float] = (), epochs: int = 400, settings: RunSettings | None = None,
@@ -279,25 +298,17 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
     config = {"command": "randomize", "dataset": dataset, "subset": subset, "test_subset": test_subset,
               "variants": names, "seed": seed, "settings": asdict(settings)}
     run_dir = RunDir(out) if out is not None else None
-    runs: list[dict[str, Any]] = []
     if run_dir is not None and resume:  # the saved config wins; a different setting is refused
         config = _resume_config(run_dir, config)
-        dataset, subset, test_subset, seed = config["dataset"], config["subset"], config["test_subset"], config["seed"]
+        dataset, seed = config["dataset"], config["seed"]
         names = config["variants"]
         settings = RunSettings(**config["settings"])
         settings.validate()
     elif run_dir is not None:
         _refuse_existing(run_dir)
-    # data and model are loaded and checked before the run folder is written: a failed start leaves nothing
-    x_tr, y_tr, x_te, y_te, classes, data = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
-                                                       data_dir=data_dir)
-    _probe_model(settings, x_tr, classes, device)
-    if progress:
-        say_capped(dataset, data)
-    if run_dir is not None and not resume:
-        run_dir.create(config, resume=False)
-    if run_dir is not None and resume and run_dir.file("results.json").exists():
-        runs = read_json(run_dir.file("results.json"))["runs"]
+    split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
+                         data_dir=data_dir, progress=progress)
+    x_tr, y_tr, x_te, y_te, classes, data = split
     done = {r["variant"] for r in runs}
     for name in names:
         if name in done:
@@ -444,24 +455,17 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
     config = {"command": "regularizers", "dataset": dataset, "subset": subset, "test_subset": test_subset,
               "model": model, "regularizers": list(regularizers), "labels": label_names, "epochs": epochs, "seed": seed}
     run_dir = RunDir(out) if out is not None else None
-    rows: list[dict[str, Any]] = []
     if run_dir is not None and resume:  # the saved config wins; a different setting is refused
         config = _resume_config(run_dir, config)
-        dataset, subset, test_subset, model = config["dataset"], config["subset"], config["test_subset"], config["model"]
+        dataset, model = config["dataset"], config["model"]
         epochs, seed = config["epochs"], config["seed"]
         base = RunSettings(model=model, epochs=epochs, seed=seed)
         base.validate()
     elif run_dir is not None:
         _refuse_existing(run_dir)
-    x_tr, y_tr, x_te, y_te, classes, data = load_split(dataset, subset=subset, test_subset=test_subset, seed=seed,
-                                                       data_dir=data_dir)
-    _probe_model(base, x_tr, classes, device)
-    if progress:
-        say_capped(dataset, data)
-    if run_dir is not None and not resume:
-        run_dir.create(config, resume=False)
-    if run_dir is not None and resume and run_dir.file("regularizers.json").exists():
-        rows = read_json(run_dir.file("regularizers.json"))["rows"]
+    split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
+                         data_dir=data_dir, progress=progress)
+    x_tr, y_tr, x_te, y_te, classes, data = split
     done = {(r["regularizer"], r["variant"]) for r in rows}
     for lab in config["labels"]:
         v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
