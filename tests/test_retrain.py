@@ -49,6 +49,7 @@ def test_tiny_fooling_loop_report_models_and_resume(tmp_path):
     rounds = run_rounds(RetrainConfig(**TINY), out, progress=False)
     report = json.loads((out / "rounds.json").read_text())
     assert report["kind"] == "fooling" and report["model"] == "lenet-mnist" and report["dataset"] == "mnist"
+    assert report["data"]["train"]["n"] == TINY["subset"] and report["data"]["test"]["n"] == TINY["test_subset"]
     assert [r["round"] for r in report["rounds"]] == [0, 1, 2]
     for r in report["rounds"]:
         assert set(r) >= {"round", "clean_accuracy", "fooled_classes", "median_confidence", "fooling_recall",
