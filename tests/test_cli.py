@@ -115,6 +115,33 @@ def test_train_refuses_to_overwrite_and_bad_values(cli, one_line_error, tmp_path
     assert not any(p.name.startswith(("a", "b", "c", "d")) for p in tmp_path.iterdir())
 
 
+def test_an_oversized_subset_is_said_once_the_checks_pass(cli, one_line_error, mnist_test, tmp_path):
+    """More examples asked for than the data has: all of them are used, one line on stderr says
+    so, and a command that fails anyway still prints only its error."""
+    n = len(mnist_test)
+    r = cli("attack", "--dataset", "mnist", "--subset", str(n + 1), "--model", "lenet-mnist", "--method", "fgsm",
+            "--eps", "0.1", "--out", tmp_path / "eval")
+    assert r.exit_code == 0, r.stderr
+    assert f"mnist: asked for {n + 1} test examples, {n} available: using all {n}" in r.stderr
+    assert f"({n} test images)" in r.stdout
+    from foolkit.images import save_image
+
+    for cls in ("cats", "dogs"):  # colour images that lenet-mnist cannot take
+        for i in range(3):
+            save_image(torch.rand(3, 12, 10), tmp_path / "set" / cls / f"{i}.png")
+    one_line_error(cli("attack", "--dataset", tmp_path / "set", "--subset", "500", "--model", "lenet-mnist",
+                       "--method", "fgsm", "--eps", "0.1", "--out", tmp_path / "e2"), "images but model")
+    from foolkit.data import load_dataset
+
+    train_n = len(load_dataset("mnist", "train", quiet=True))
+    out = tmp_path / "m.pt"
+    r = cli("train", "--model", "lenet", "--dataset", "mnist", "--subset", str(train_n + 5), "--epochs", "1",
+            "--batch-size", "500", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    assert f"asked for {train_n + 5} train examples, {train_n} available" in r.stderr
+    assert json.loads(out.with_suffix(".json").read_text())["train_size"] == train_n
+
+
 def test_fit_resume_equals_uninterrupted_run(mnist_test):
     """A run stopped after 2 epochs and resumed to 4 ends with the same weights as 4 epochs straight."""
     from foolkit.models import new_model
