@@ -262,9 +262,12 @@ def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> l
 def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings, *, resume: bool, results: str,
            key: str, device: str | torch.device, data_dir: str | None,
            progress: bool) -> tuple[Split, list[dict[str, Any]]]:
-    """Load the data of ``config`` and check the model on it, and only then write the run folder (a
-    failed start leaves nothing; a subset bigger than the data is said once those checks pass).
-    Returns the data and the records a resumed run has already written (``results[key]``)."""
+    """Refuse to start a new run over an old one; load the data of ``config`` and check the model on
+    it; only then write the run folder (a failed start leaves nothing; a subset bigger than the
+    data is said once those checks pass). Returns the data and the records a resumed run has
+    already written (``results[key]``)."""
+    if run_dir is not None and not resume:
+        _refuse_existing(run_dir)
     split = load_split(config["dataset"], subset=config["subset"], test_subset=config["test_subset"],
                        seed=config["seed"], data_dir=data_dir)
     _probe_model(settings, split.x_train, split.classes, device)
@@ -304,8 +307,6 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         names = config["variants"]
         settings = RunSettings(**config["settings"])
         settings.validate()
-    elif run_dir is not None:
-        _refuse_existing(run_dir)
     split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
                          data_dir=data_dir, progress=progress)
     x_tr, y_tr, x_te, y_te, classes, data = split
@@ -461,8 +462,6 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         epochs, seed = config["epochs"], config["seed"]
         base = RunSettings(model=model, epochs=epochs, seed=seed)
         base.validate()
-    elif run_dir is not None:
-        _refuse_existing(run_dir)
     split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
                          data_dir=data_dir, progress=progress)
     x_tr, y_tr, x_te, y_te, classes, data = split
