@@ -156,12 +156,38 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FoolkitError(f"{side} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("classes", "input_size") if k not in meta]
-    if not isinstance(meta, dict) or missing:
-        raise FoolkitError(f"{side} lacks {', '.join(missing) or 'fields'}: it needs classes and input_size")
-    if len(meta["input_size"]) != 3:
-        raise FoolkitError(f"{side}: input_size must be [C, H, W]")
+    problem = _sidecar_problem(meta)
+    if problem:
+        raise FoolkitError(f"{side}: {problem}")
     return meta
+
+
+def _numbers(value: Any, n: int) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def _sidecar_problem(meta: Any) -> str | None:
+    """What is wrong with a sidecar's contents (None if nothing), so a hand-written one fails in
+    one line rather than deep inside a command."""
+    if not isinstance(meta, dict):
+        return "expected a JSON object with classes and input_size"
+    missing = [k for k in ("classes", "input_size") if k not in meta]
+    if missing:
+        return f"lacks {' and '.join(missing)}: it needs classes and input_size"
+    classes, size = meta["classes"], meta["input_size"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "classes must be a non-empty list of class names"
+    if not (_numbers(size, 3) and all(isinstance(v, int) and v > 0 for v in size)):
+        return "input_size must be [C, H, W], three positive integers"
+    for key in ("mean", "std"):
+        if key in meta and not _numbers(meta[key], size[0]):
+            return f"{key} must list one number per channel ({size[0]})"
+    if "bounds" in meta and not (_numbers(meta["bounds"], 2) and meta["bounds"][0] < meta["bounds"][1]):
+        return "bounds must be [low, high] with low < high"
+    if "arch_kwargs" in meta and not isinstance(meta["arch_kwargs"], dict):
+        return "arch_kwargs must be an object"
+    return None
 
 
 def _probe(net: Any, meta: dict[str, Any], path: Path) -> None:

@@ -140,3 +140,27 @@ def test_a_sidecar_that_does_not_fit_its_model_is_one_clear_error(tmp_path, meta
     _sidecar(path, **meta)
     with pytest.raises(FoolkitError, match=message):
         load_model(path, device="cpu")
+
+
+@pytest.mark.parametrize("meta, message", [
+    (5, "expected a JSON object"),
+    ({"classes": ["a"]}, "lacks input_size"),
+    ({"classes": 3, "input_size": [1, 28, 28]}, "classes must be a non-empty list"),
+    ({"classes": [], "input_size": [1, 28, 28]}, "classes must be a non-empty list"),
+    ({"classes": ["a", "b"], "input_size": 5}, "input_size must be"),
+    ({"classes": ["a", "b"], "input_size": [1, "x", 28]}, "input_size must be"),
+    ({"classes": ["a", "b"], "input_size": [1, 0, 28]}, "input_size must be"),
+    ({"classes": ["a", "b"], "input_size": [1, 28, 28], "mean": [0.1, 0.2]}, "mean must list one number per channel"),
+    ({"classes": ["a", "b"], "input_size": [1, 28, 28], "std": "x"}, "std must list"),
+    ({"classes": ["a", "b"], "input_size": [1, 28, 28], "bounds": [1, 0]}, "bounds must be"),
+    ({"classes": ["a", "b"], "input_size": [1, 28, 28], "arch": "lenet", "arch_kwargs": [1]}, "arch_kwargs must be"),
+])
+def test_a_malformed_sidecar_is_one_clear_error(tmp_path, meta, message):
+    """A hand-written sidecar with the wrong types fails in one line naming the field, not with a
+    TypeError from deep inside loading."""
+    path = tmp_path / "m.pt"
+    save_model(new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0], std=[1]), path, arch="lenet")
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(FoolkitError, match=message) as info:
+        load_model(path, device="cpu")
+    assert "\n" not in str(info.value) and "m.json" in str(info.value)
