@@ -61,8 +61,3 @@ def info(msg: str) -> None:
     """A progress / notice line on stderr (stdout stays machine-readable)."""
     print(msg, file=sys.stderr, flush=True)
 
-
-def not_landed(what: str) -> None:
-    from foolkit.errors import FoolkitError
-
-    raise FoolkitError(f"`foolkit {what}` is not available yet in this version of foolkit")
