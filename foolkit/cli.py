@@ -71,10 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         what = exc.strerror or type(exc).__name__
         print(f"foolkit: error: {what}: {exc.filename}" if exc.filename else f"foolkit: error: {what}", file=sys.stderr)
         return 1
-    except torch_oom_types() as exc:  # type: ignore[misc]
-        print(f"foolkit: error: out of memory ({str(exc).splitlines()[0][:120]}); use a smaller batch or --device cpu",
-              file=sys.stderr)
-        return 1
+    except (MemoryError, *torch_oom_types()) as exc:  # type: ignore[misc]
+        return _out_of_memory(exc)
+    except RuntimeError as exc:
+        if not _is_cpu_oom(exc):
+            raise
+        return _out_of_memory(exc)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -90,6 +92,19 @@ def _terminate_as_interrupt() -> Any:
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def _is_cpu_oom(exc: RuntimeError) -> bool:
+    """torch's CPU allocator reports an allocation it cannot make as a plain RuntimeError."""
+    text = str(exc)
+    return "can't allocate memory" in text or "not enough memory" in text
+
+
+def _out_of_memory(exc: BaseException) -> int:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+    print(f"foolkit: error: out of memory ({detail}); try a smaller --batch-size or problem, or another --device",
+          file=sys.stderr)
+    return 1
 
 
 def torch_oom_types() -> tuple[type[BaseException], ...]:

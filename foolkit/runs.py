@@ -14,7 +14,6 @@ so it loads with ``torch.load(..., weights_only=True)``: nothing in it can run c
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import tempfile
@@ -91,9 +90,12 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def save_checkpoint(path: str | os.PathLike[str], *, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
     """Atomically save ``meta`` (JSON-able) and ``tensors`` (nested dicts/lists of tensors)."""
-    buf = io.BytesIO()
-    torch.save({"meta": json.dumps(meta, default=_json_default), "tensors": tensors}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    blob = {"meta": json.dumps(meta, default=_json_default), "tensors": tensors}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # straight to the file: no second copy of a big checkpoint in memory
+            torch.save(blob, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -139,6 +141,7 @@ class RunDir:
         if resume:
             if not self.config_path.is_file():
                 raise FoolkitError(f"nothing to resume in {self.path}: no config.json")
+            self.remove_stale_temporaries()
             return read_json(self.config_path)
         if self.config_path.exists() or self.checkpoint_path.exists():
             raise FoolkitError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
@@ -147,6 +150,28 @@ class RunDir:
         if self.log_path.exists():
             self.log_path.unlink()
         return config
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files of atomic writes that a ``kill -9`` cut short (``.NAME.*.tmp``,
+        see :func:`atomic_path`; a checkpoint's can be big). Only call it when no other process
+        is writing into the run. Returns what it removed."""
+        stale = [f for f in self.path.rglob(".*.tmp") if f.is_file()]
+        for f in stale:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        return stale
+
+    def discard(self, *, remove_folder: bool) -> None:
+        """Undo :meth:`create` for a run that failed before anything worth resuming was saved:
+        remove its config, log and checkpoint, and with ``remove_folder`` (it did not exist
+        before) the folder itself, if nothing else is in it."""
+        for f in (self.config_path, self.log_path, self.checkpoint_path):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        self.remove_stale_temporaries()
+        if remove_folder:
+            with contextlib.suppress(OSError):  # not empty: keep what else is there
+                self.path.rmdir()
 
     def save_config(self, config: dict[str, Any]) -> None:
         """Replace the run's config (atomically), e.g. with the settings a resume changed."""

@@ -27,8 +27,12 @@ def device_option(f: F) -> F:
                         help="Where to run: auto picks CUDA when present.")(f)
 
 
+#: seeds a command takes: derived seeds (seed · 100003 + epoch, ...) stay within torch's 64 bits
+SEED = click.IntRange(0, 2**32 - 1)
+
+
 def seed_option(f: F) -> F:
-    return click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same result on CPU).")(f)
+    return click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (same seed, same result on CPU).")(f)
 
 
 def model_options(f: F) -> F:

@@ -9,40 +9,51 @@ from typing import Any
 
 import click
 
-from foolkit.commands.common import device_option, emit_json, info, model_options
+from foolkit.commands.common import SEED, device_option, emit_json, info, model_options
 from foolkit.errors import FoolkitError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
 
 
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"8h"``, ``"1d"`` → seconds."""
+#: what --until and --time-limit take to mean "no such limit" (to lift a saved one on --resume)
+NO_LIMIT = ("none", "off")
+
+
+def parse_duration(text: str) -> float | None:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"8h"``, ``"1d"`` → seconds; ``"none"`` / ``"off"`` → None."""
+    if text.strip().lower() in NO_LIMIT:
+        return None
     m = _DURATION.match(text)
     if not m or float(m.group(1)) <= 0:
-        raise FoolkitError(f"bad --time-limit {text!r}: use a positive number of seconds or e.g. 90s, 15m, 8h")
+        raise FoolkitError(f"bad --time-limit {text!r}: use a positive number of seconds, e.g. 90s, 15m, 8h, "
+                           f"or none")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def parse_confidence(text: str) -> float:
-    """``"0.9999"`` or ``"99.99%"`` → 0.9999."""
+def parse_confidence(text: str) -> float | None:
+    """``"0.9999"`` or ``"99.99%"`` → 0.9999 (not 0.99989999...); ``"none"`` / ``"off"`` → None."""
     t = text.strip()
+    if t.lower() in NO_LIMIT:
+        return None
     try:
         value = float(t[:-1]) / 100 if t.endswith("%") else float(t)
     except ValueError:
-        raise FoolkitError(f"bad --until {text!r}: use a confidence such as 0.9999 or 99.99%") from None
+        raise FoolkitError(f"bad --until {text!r}: use a confidence such as 0.9999 or 99.99%, or none") from None
     if not 0.0 < value <= 1.0:
         raise FoolkitError(f"bad --until {text!r}: a confidence must be in (0, 1] (or (0%, 100%])")
-    return value
+    return round(value, 12)
 
 
 def parse_classes(text: str) -> list[int | str] | None:
-    """``"all"`` → None; ``"3,5"`` / ``"cat,dog"`` → the list (checked against the model later)."""
+    """``"all"`` → None; ``"3,5"`` / ``"cat,dog"`` → the list, resolved against the model later the
+    way ``attack --target`` is (:meth:`Classifier.class_index`: a class name first, then an index,
+    so ``5`` is the class named "5" where there is one)."""
     if text.strip().lower() == "all":
         return None
     items = [s.strip() for s in text.split(",") if s.strip()]
     if not items:
         raise FoolkitError(f"bad --classes {text!r}: use all or a comma-separated list of indices or names")
-    return [int(s) if s.lstrip("-").isdigit() else s for s in items]
+    return list(items)
 
 
 @click.command()
@@ -69,14 +80,16 @@ def parse_classes(text: str) -> list[int | str] | None:
 @click.option("--paper", "paper_ops", is_flag=True,
               help="The paper's operators exactly (uniform parents, uniform-noise start, per-pixel mutation + SBX only).")
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass (bounds memory) [default: 256].")
-@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option("--seed", type=SEED, default=None, help="Random seed [default: 0].")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/evolve-<model>-<encoding>].")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations [default: 10].")
-@click.option("--time-limit", default=None, metavar="T", help="Stop after T (seconds, or 90s, 15m, 8h).")
+@click.option("--time-limit", default=None, metavar="T",
+              help="Stop after T (seconds, or 90s, 15m, 8h; none lifts a resumed run's limit).")
 @click.option("--until", "until_text", default=None, metavar="CONF",
-              help="Stop once every evolved class reaches CONF (0.9999 or 99.99%).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+              help="Stop once every evolved class reaches CONF (0.9999 or 99.99%; none lifts a resumed run's).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out (default: the folder this command would start) from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the archive summary as JSON on stdout.")
 @device_option
 def evolve(model_name: str, weights: str | None, encoding: str | None, method: str | None, generations: int | None,
@@ -92,7 +105,9 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     DIR/log.jsonl (one line per generation), DIR/config.json and DIR/checkpoint.pt.
     Ctrl-C saves a checkpoint; --resume continues.
     """
+    from foolkit.errors import Interrupted
     from foolkit.evolve import EvolveConfig, run_evolution
+    from foolkit.evolve.report import format_confidence
     from foolkit.models import load_model
     from foolkit.runs import read_json
 
@@ -104,34 +119,47 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         "halve_every": halve_every,
         "cppn_activations": [a.strip() for a in activations_text.split(",")] if activations_text is not None else None,
         "seed": seed, "checkpoint_every": checkpoint_every,
-        "time_limit": parse_duration(time_limit) if time_limit is not None else None,
-        "until": parse_confidence(until_text) if until_text is not None else None,
     }
+    lifted = {}  # limits typed as "none": None in the config, where given's None means "not typed"
+    for key, text, parse in (("time_limit", time_limit, parse_duration), ("until", until_text, parse_confidence)):
+        if text is not None:
+            value = parse(text)
+            if value is None:
+                lifted[key] = None
+            given[key] = value
     if paper_ops:
         given.update(init_spread=0.0, smooth_prob=0.0, selection=selection or "uniform")
     if classes_text is not None and given["classes"] is None:
         given.pop("classes")  # "all" → default (None) without counting as unset
+    if method == "gradient" and encoding == "cppn":
+        raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
+    typed = {k: v for k, v in given.items() if v is not None}
+    if out is None:  # the folder a fresh run with these options would use, and so the one --resume looks in
+        method_or_encoding = "gradient" if method == "gradient" else encoding or "direct"
+        out = f"runs/evolve-{Path(model_name).stem}-{method_or_encoding}"
     base = EvolveConfig()
     if resume:
-        if out is None:
-            raise FoolkitError("--resume needs --out DIR (the run folder to continue)")
         saved = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else None
         if saved is None:
-            raise FoolkitError(f"nothing to resume in {out}: no config.json")
-        base = EvolveConfig.from_dict(saved.get("config", {}))
-    values = {**base.to_dict(), **{k: v for k, v in given.items() if v is not None}}
+            raise FoolkitError(f"nothing to resume in {out}: no config.json (give the run's folder with --out)")
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise FoolkitError(f"{Path(out) / 'config.json'} is not an evolve run's config")
+        base = EvolveConfig.from_dict(saved["config"])
+    values = {**base.to_dict(), **typed, **lifted}
     if classes_text is not None and classes_text.strip().lower() == "all":
         values["classes"] = None
     config = EvolveConfig.from_dict(values)
     config.validate()
     model = load_model(model_name, device=device, weights=weights)
-    if out is None:
-        out = f"runs/evolve-{Path(model_name).stem}-{config.encoding if config.method == 'evolve' else 'gradient'}"
-    result = run_evolution(model, config, out=out, resume=resume, progress=True)
+    try:
+        result = run_evolution(model, config, out=out, resume=resume, progress=True)
+    except Interrupted as exc:
+        raise Interrupted(f"{exc}; continue with `foolkit evolve --model {model_name} --out {out} --resume`") from None
     conf = result.confidences
     fooled = int((conf >= 0.9999).sum())
-    info(f"{out}: {fooled}/{len(result.classes)} classes at >= 99.99% after {result.generations_done} generations "
+    median = float(conf.float().quantile(0.5))
+    info(f"{out}: {fooled}/{len(result.classes)} classes at >= 99.99% after {result.generations_done} generation{'' if result.generations_done == 1 else 's'} "
          f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "
-         f"median confidence {float(conf.float().quantile(0.5)):.4f}")
+         f"median confidence {format_confidence(median)}")
     if as_json:
         emit_json(read_json(Path(out) / "archive.json"))

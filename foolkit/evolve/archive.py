@@ -36,16 +36,14 @@ class ArchiveUpdate:
 
     ``improved`` ``(K,)`` bool: cells whose elite was replaced; ``source`` ``(K,)`` long: index in
     the batch of the new elite (-1 where unchanged); ``gain`` ``(K,)``: increase in
-    log-confidence (0 where unchanged; +inf for a cell filled for the first time).
+    log-confidence (0 where unchanged; +inf for a cell filled for the first time); ``count`` how
+    many cells improved (known on the host already: no second sync to read it).
     """
 
     improved: torch.Tensor
     source: torch.Tensor
     gain: torch.Tensor
-
-    @property
-    def count(self) -> int:
-        return int(self.improved.sum())
+    count: int
 
 
 class Archive:
@@ -91,7 +89,7 @@ class Archive:
                 self.genomes[k].index_copy_(0, cells, v)
         self.fitness = torch.where(improved, best, self.fitness)
         self.found = torch.where(improved, torch.full_like(self.found, generation), self.found)
-        return ArchiveUpdate(improved=improved, source=source, gain=gain)
+        return ArchiveUpdate(improved=improved, source=source, gain=gain, count=cells.numel())
 
     def elites(self) -> list[Elite]:
         """The occupied cells as DEAP-style individuals (for inspection, not the hot loop)."""

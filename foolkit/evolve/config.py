@@ -77,8 +77,12 @@ class EvolveConfig:
             raise bad(f"unknown encoding {self.encoding!r}: use direct or cppn")
         if self.generations < 0:
             raise bad(f"generations must be >= 0, got {self.generations}")
-        if self.population < 2:
+        if self.method == "gradient" and self.encoding != "direct":
+            raise bad(f"encoding {self.encoding} is for method evolve: gradient ascent optimises the pixels themselves")
+        if self.method == "evolve" and self.population < 2:  # gradient ascent has one image per class instead
             raise bad(f"population must be >= 2, got {self.population}")
+        if not 0 <= self.seed < 2**64:
+            raise bad(f"seed must be in 0..2^64-1, got {self.seed}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1 or max(self.size) > 4096):
             raise bad(f"size must be two values in 1..4096 (H W), got {list(self.size)}")
         if self.channels not in (None, 1, 3):
@@ -166,6 +170,19 @@ class EvolveConfig:
             raise FoolkitError(f"unknown evolve settings {sorted(unknown)} (config from a newer foolkit?)")
         if "cppn_activations" not in d:  # saved before the set was a setting: all six were used then
             d = {**d, "cppn_activations": list(ACTIVATIONS)}
+        for f in dataclasses.fields(cls):  # a hand-edited config.json: one line, not a TypeError later
+            value, default = d.get(f.name), f.default
+            if value is None or default is None or default is dataclasses.MISSING:
+                continue
+            kinds = (int, float) if isinstance(default, float) else (type(default),)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise FoolkitError(f"evolve setting {f.name} must be {type(default).__name__}, got {value!r}")
+        for key in ("until", "time_limit", "channels"):
+            if d.get(key) is not None and (isinstance(d[key], bool) or not isinstance(d[key], (int, float))):
+                raise FoolkitError(f"evolve setting {key} must be a number or null, got {d[key]!r}")
+        for key in ("classes", "size", "cppn_activations"):
+            if d.get(key) is not None and not isinstance(d[key], (list, tuple)):
+                raise FoolkitError(f"evolve setting {key} must be a list, got {d[key]!r}")
         cfg = cls(**d)
         if cfg.size is not None:
             cfg.size = (int(cfg.size[0]), int(cfg.size[1]))

@@ -479,5 +479,6 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
 
 def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, float]:
     """Mean hidden nodes and enabled connections per genome (for logs)."""
-    hidden = genomes["alive"].sum(1).float() - NUM_INPUTS - spec.outputs
-    return {"hidden_nodes": float(hidden.mean()), "connections": float(genomes["on"].sum((1, 2)).float().mean())}
+    hidden = genomes["alive"].sum(1).float().mean() - NUM_INPUTS - spec.outputs
+    nodes, connections = torch.stack([hidden, genomes["on"].sum((1, 2)).float().mean()]).tolist()  # one host sync
+    return {"hidden_nodes": nodes, "connections": connections}

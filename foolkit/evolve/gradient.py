@@ -45,17 +45,18 @@ class GradientAscent:
     def step(self) -> ArchiveUpdate:
         K, bs = len(self.classes), self.config.genomes_per_forward
         self.model.eval()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad = torch.empty_like(self.u)
         own = torch.empty(K, device=self.u.device)
         for i in range(0, K, bs):
-            x = torch.sigmoid(self.u[i:i + bs])
+            u = self.u.detach()[i:i + bs].requires_grad_(True)  # a leaf per chunk: its gradient is chunk-sized
+            x = torch.sigmoid(u)
             xq = x + (quantize(x) - x).detach()  # straight-through 8-bit rounding
             logp = self.scorer(xq)  # (b, K)
             rows = torch.arange(logp.shape[0], device=logp.device)
             mine = logp[rows, rows + i]
-            (grad,) = torch.autograd.grad(-mine.sum(), self.u)  # the images' gradient; the model's .grad is not touched
-            self.u.grad = grad if self.u.grad is None else self.u.grad.add_(grad)
+            (grad[i:i + bs],) = torch.autograd.grad(-mine.sum(), u)  # the images' gradient; the model's .grad untouched
             own[i:i + bs] = mine.detach()
+        self.u.grad = grad
         scores = torch.full((K, K), float("-inf"), device=own.device)
         scores.diagonal().copy_(own)
         update = self.archive.add({"pixels": quantize(self.images().detach())}, scores, self.generation + 1)

@@ -64,20 +64,28 @@ def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) 
     """Min / median / max elite confidence and classes at ≥ 99% / 99.99% over generations."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
+    from matplotlib.ticker import MaxNLocator
+
     gens = [r["generation"] for r in history]
+    marker = "o" if len(gens) <= 30 else None  # a short run's points (one generation: no line at all)
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
-    for key, style in (("max", "-"), ("median", "-"), ("min", "-")):
-        ax1.plot(gens, [r[key] for r in history], style, label=key)
+    for key in ("max", "median", "min"):
+        ax1.plot(gens, [r[key] for r in history], marker=marker, markersize=3, label=key)
     ax1.set_xlabel("generation")
     ax1.set_ylabel("elite confidence")
     ax1.set_ylim(-0.02, 1.02)
     ax1.legend(loc="lower right")
     ax1.grid(alpha=0.3)
-    ax2.plot(gens, [r["at_99"] for r in history], label="≥ 99%")
-    ax2.plot(gens, [r["at_9999"] for r in history], label="≥ 99.99%")
+    ax2.plot(gens, [r["at_99"] for r in history], marker=marker, markersize=3, label="≥ 99%")
+    ax2.plot(gens, [r["at_9999"] for r in history], marker=marker, markersize=3, label="≥ 99.99%")
     ax2.set_xlabel("generation")
     ax2.set_ylabel("classes")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(set(gens)) == 1:  # one point: a range around it with whole generations on the axis
+            ax.set_xlim(gens[0] - 1, gens[0] + 1)
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.legend(loc="lower right")
     ax2.grid(alpha=0.3)
     fig.suptitle(title)

@@ -88,17 +88,24 @@ def _save(run: RunDir, search: MapElites | GradientAscent, config: EvolveConfig,
     save_checkpoint(run.checkpoint_path, meta=meta, tensors=tensors)
 
 
-def _resume_config(run: RunDir, config: EvolveConfig, model_name: str) -> EvolveConfig:
+def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> EvolveConfig:
     """The saved run's config with the :data:`RESUMABLE_OVERRIDES` taken from ``config``; any
-    other difference is an error (a resumed run must be the run it continues)."""
+    other difference is an error (a resumed run must be the run it continues). Settings are
+    compared by what they mean for this model: ``classes`` ``5,3`` is ``3,5`` and ``"3"`` (a
+    class named 3) may be ``3``; ``channels`` left to the model equals the model's own."""
     saved = run.create({}, resume=True)
-    if "config" not in saved:
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise FoolkitError(f"{run.config_path} is not an evolve run's config")
-    if saved.get("model") != model_name:
-        raise FoolkitError(f"{run.path} was evolved against {saved.get('model')!r}, not {model_name!r}")
+    if saved.get("model") != model.name:
+        raise FoolkitError(f"{run.path} was evolved against {saved.get('model')!r}, not {model.name!r}")
     old = EvolveConfig.from_dict(saved["config"])
-    new = config.to_dict()
-    changed = [k for k, v in old.to_dict().items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
+    old.validate()
+
+    def meaning(c: EvolveConfig) -> dict[str, Any]:
+        return {**c.to_dict(), "classes": c.class_indices(model), "channels": c.image_channels(model)}
+
+    new, was = meaning(config), meaning(old)
+    changed = [k for k, v in was.items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
     if changed:
         raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {run.path} "
                            f"(only {', '.join(RESUMABLE_OVERRIDES)} may change)")
@@ -133,9 +140,12 @@ def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | 
     With ``out``, the run folder gets config.json, log.jsonl (one line per generation),
     checkpoint.pt (every ``checkpoint_every`` generations, at the end and on Ctrl-C),
     archive.json, elites/*.png, gallery.png and progress.png. ``resume=True`` continues the
-    run in ``out`` from its checkpoint (its saved config wins, except for
-    :data:`RESUMABLE_OVERRIDES`). ``on_generation`` is called with each log record.
-    Ctrl-C stops after the current generation, checkpoints, and raises :class:`Interrupted`.
+    run in ``out`` from its checkpoint: ``config`` must be the saved run's, but for
+    :data:`RESUMABLE_OVERRIDES` (which it may change; any other difference is an error).
+    ``on_generation`` is called with each log record. Ctrl-C (or ``kill``) stops after the
+    current generation, writes the checkpoint and the outputs so far, and raises
+    :class:`Interrupted`. A new run that fails before its first checkpoint (a bad value found
+    late, out of memory) removes what it wrote, so the same ``out`` can be used again.
 
     The run seeds python's, numpy's and torch's global RNGs (and a resumed run restores them from
     its checkpoint, as they were) for any library code that draws from them; the evolution itself
@@ -155,9 +165,11 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
         raise FoolkitError("resuming needs the run folder (--out)")
     run = RunDir(out) if out is not None else None
     if run is not None and resume:
-        config = _resume_config(run, config, model.name)
+        config = _resume_config(run, config, model)
         config.validate()
     classes = config.class_indices(model)
+    if config.classes is not None:  # saved as indices: a name or a number means one thing from here on
+        config = replace(config, classes=classes)
     config.image_size(model)  # validates the size against crops
     names = [model.classes[k] for k in classes]
     model.eval()
@@ -166,6 +178,7 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
     search = make_search(model, config, classes)
     logbook = tools.Logbook()
     seconds_before = 0.0
+    existed = run is not None and run.path.exists()
     if run is not None:
         if resume and run.checkpoint_path.exists():
             meta, _ = _load(run, search)
@@ -176,7 +189,19 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
         else:
             run.create({"model": model.name, "config": config.to_dict()}, resume=False)
         run.truncate_log("generation", search.generation)
+    try:
+        return _generations(model, config, run, search, logbook, seconds_before, classes, names, on_generation,
+                            progress)
+    except BaseException:
+        if run is not None and not resume and not run.checkpoint_path.exists():
+            run.discard(remove_folder=not existed)  # nothing resumable was written: leave things as they were
+        raise
 
+
+def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, search: MapElites | GradientAscent,
+                 logbook: tools.Logbook, seconds_before: float, classes: list[int], names: list[str],
+                 on_generation: Callable[[dict[str, Any]], None] | None, progress: bool) -> EvolveResult:
+    """The generation loop, then the outputs."""
     t0 = time.perf_counter()
     stopped = "generations"
     bar = tqdm(total=config.generations, initial=min(search.generation, config.generations), unit="gen",
@@ -209,9 +234,12 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
                 if on_generation is not None:
                     on_generation(rec)
                 if stop.requested:
+                    where = ""
                     if run is not None:
                         _save(run, search, config, model.name, logbook, rec["seconds"])
-                    where = f"; checkpoint saved in {run.path}, continue with --resume" if run is not None else ""
+                        _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
+                                       search.archive.found.tolist(), rec["seconds"], logbook)
+                        where = f"; checkpoint and elites so far saved in {run.path}"
                     raise Interrupted(f"interrupted after generation {search.generation}{where}")
     finally:
         bar.close()
@@ -246,7 +274,7 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
                        generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
                        classes=classes, names=names, confidences=conf.tolist(), found=found, images=paths,
                        root=run.path)
-    title = f"{model.name}, {label}, {search.generation} generations"
+    title = f"{model.name}, {label}, {search.generation} generation{'' if search.generation == 1 else 's'}"
     save_gallery(run.file("gallery.png"), images, names, conf.tolist(), title=title)
     if len(logbook):
         save_progress(run.file("progress.png"), list(logbook), title=title)

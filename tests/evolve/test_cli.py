@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
@@ -37,6 +38,9 @@ def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     (["--cppn-activations", "sine,relu"], ["activations", "relu"]),
     (["--cppn-activations", "sine,sine"], ["activations"]),
     (["--resume"], ["resume"]),
+    (["--seed", "99999999999999999999"], ["seed"]),
+    (["--seed", "-1"], ["seed"]),
+    (["--method", "gradient", "--encoding", "cppn"], ["gradient"]),
 ])
 def test_cli_bad_values_fail_in_one_line(cli, one_line_error, tmp_path: Path, args: list[str],
                                          fragments: list[str]) -> None:
@@ -62,7 +66,7 @@ def test_cli_parsers() -> None:
 
     assert parse_duration("90") == 90 and parse_duration("15m") == 900 and parse_duration("8h") == 28800
     assert parse_confidence("99.99%") == pytest.approx(0.9999) and parse_confidence("0.5") == 0.5
-    assert parse_classes("all") is None and parse_classes("3, cat") == [3, "cat"]
+    assert parse_classes("all") is None and parse_classes("3, cat") == ["3", "cat"]
 
 
 def test_cli_paper_operators_and_until(cli, tmp_path: Path) -> None:
@@ -106,7 +110,10 @@ def test_kill_with_sigterm_ends_in_one_line_and_resumes(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert "checkpoint saved" in err.strip().splitlines()[-1] and "Traceback" not in err  # stopped after a generation
+    last = err.strip().splitlines()[-1]
+    assert "checkpoint and elites so far saved" in last and "Traceback" not in err  # stopped after a generation
+    assert f"foolkit evolve --model lenet-mnist --out {out} --resume" in last  # how to go on, as a command
+    assert (out / "archive.json").is_file() and (out / "gallery.png").is_file()
     done = [json.loads(line)["generation"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert done == list(range(1, len(done) + 1))
     r = subprocess.run(base + ["--generations", str(len(done) + 2), "--resume"],
@@ -114,3 +121,88 @@ def test_kill_with_sigterm_ends_in_one_line_and_resumes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     gens = [json.loads(line)["generation"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert gens == list(range(1, len(done) + 3))
+
+
+def test_resume_finds_the_default_folder_and_lifts_limits(cli, tmp_path: Path, monkeypatch) -> None:
+    """--resume without --out continues the folder the same options started; --until none and
+    --time-limit none lift a saved limit (without them a run stopped by --until stops again at once)."""
+    monkeypatch.chdir(tmp_path)
+    r = cli("evolve", "-m", "lenet-mnist", "-g", "50", "-p", "20", "--until", "0.5", "--time-limit", "1h",
+            "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    out = tmp_path / "runs" / "evolve-lenet-mnist-direct"
+    done = len((out / "log.jsonl").read_text().splitlines())
+    assert done < 50 and "stopped by until" in r.stderr
+    r = cli("evolve", "-m", "lenet-mnist", "--resume", "--device", "cpu")
+    assert r.exit_code == 0 and len((out / "log.jsonl").read_text().splitlines()) == done  # still stopped by until
+    r = cli("evolve", "-m", "lenet-mnist", "--resume", "-g", str(done + 2), "--until", "none", "--time-limit", "off",
+            "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert len((out / "log.jsonl").read_text().splitlines()) == done + 2
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["until"] is None and cfg["time_limit"] is None
+
+
+def test_classes_are_names_first_as_for_attack_and_resume_compares_meanings(cli, one_line_error,
+                                                                             tmp_path: Path) -> None:
+    """A model whose classes are named "1".."5": --classes 5 is the class named 5 (index 4), as
+    `attack --target 5` would be; resuming with the same classes in another order or spelling,
+    or with --gray on a gray model, is the same run."""
+    from foolkit.models import new_model, save_model
+
+    torch.manual_seed(0)
+    model = new_model("lenet", classes=["1", "2", "3", "4", "5"], input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    path = save_model(model, tmp_path / "five", arch="lenet")
+    out = tmp_path / "run"
+    r = cli("evolve", "-m", path, "-g", "1", "-p", "6", "--classes", "5,1", "--out", out, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [(c["index"], c["name"]) for c in json.loads(r.stdout)["classes"]] == [(0, "1"), (4, "5")]
+    assert json.loads((out / "config.json").read_text())["config"]["classes"] == [0, 4]
+    r = cli("evolve", "-m", path, "-g", "2", "--classes", "1,5", "--gray", "--resume", "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    one_line_error(cli("evolve", "-m", path, "-g", "3", "--classes", "1,4", "--resume", "--out", out,
+                       "--device", "cpu"), "cannot change classes")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(cli, one_line_error, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """Out of memory in generation 1 (torch's CPU allocator raises a plain RuntimeError): one line,
+    and no folder that would then block the retry the message suggests."""
+    from foolkit.evolve.loop import MapElites
+
+    def oom(self):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(MapElites, "step", oom)
+    out = tmp_path / "run"
+    r = cli("evolve", "-m", "lenet-mnist", "-g", "5", "--out", out, "--device", "cpu")
+    one_line_error(r, "out of memory", "--batch-size")
+    assert r.exit_code == 1 and not out.exists()
+    kept = tmp_path / "mine"  # a folder that was there before keeps existing (empty, as it was)
+    kept.mkdir()
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "-g", "5", "--out", kept, "--device", "cpu"), "out of memory")
+    assert kept.is_dir() and not any(kept.iterdir())
+
+
+def test_resume_removes_a_checkpoint_write_cut_short_and_rejects_a_foreign_config(cli, one_line_error,
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    stale = out / ".checkpoint.pt.abc123.tmp"  # what kill -9 during a checkpoint write leaves
+    stale.write_bytes(b"x" * 1000)
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "2", "--resume", "--out", out, "--device", "cpu").exit_code == 0
+    assert not stale.exists()
+    (out / "config.json").write_text("[1, 2]")
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--resume", "--out", out, "--device", "cpu"),
+                   "not an evolve run's config")
+    (out / "config.json").write_text(json.dumps({"model": "lenet-mnist", "config": {"generations": "many"}}))
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--resume", "--out", out, "--device", "cpu"),
+                   "generations must be int")
+
+
+def test_gradient_needs_no_population(cli, tmp_path: Path) -> None:
+    r = cli("evolve", "-m", "lenet-mnist", "--method", "gradient", "-g", "2", "-p", "1", "--classes", "3",
+            "--out", tmp_path / "g", "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["method"] == "gradient"

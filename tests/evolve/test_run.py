@@ -108,6 +108,9 @@ def test_ctrl_c_checkpoints_and_resumes(lenet, tmp_path: Path) -> None:
     with pytest.raises(Interrupted) as exc:
         run_evolution(lenet, cfg, out=tmp_path / "cut", progress=False, on_generation=ctrl_c)
     assert exc.value.exit_code == 130 and "after generation 3" in str(exc.value)
+    stopped = json.loads((tmp_path / "cut" / "archive.json").read_text())  # the images so far, not only a checkpoint
+    assert stopped["generations_done"] == 3 and (tmp_path / "cut" / "gallery.png").is_file()
+    assert all((tmp_path / "cut" / c["image"]).is_file() for c in stopped["classes"])
     run_evolution(lenet, cfg, out=tmp_path / "cut", resume=True, progress=False)
     from foolkit.runs import load_checkpoint
 
