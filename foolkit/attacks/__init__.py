@@ -87,6 +87,8 @@ def make_attack(name: str, **hyperparameters: Any) -> Attack:
         return cls(**kwargs)
     except TypeError as exc:
         raise FoolkitError(f"attack {key}: {exc}".replace(f"{cls.__name__}.__init__() ", "")) from exc
+    except FoolkitError as exc:  # a bad value: say which attack it was for
+        raise FoolkitError(f"attack {key}: {exc}") from exc
 
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Problem", "available_attacks", "make_attack", "norm_of", "project",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, norm_of, per_sample, project, to_grid
+from foolkit.attacks.base import Attack, Problem, check_count, check_norm, check_positive, norm_of, per_sample, project, to_grid
 from foolkit.attacks.ddn import DDN
 from foolkit.attacks.deepfool import DeepFool
 from foolkit.attacks.fmn import FMN
@@ -35,12 +35,12 @@ class AutoMinNorm(Attack):
     def __init__(self, *, norm: str = "l2", steps: int = 100, search_steps: int | None = None,
                  eps: float | None = None, quantize: bool = True, seed: int = 0):
         self.norm = check_norm(norm, ("l1", "l2", "linf"))
-        check_positive("steps", steps)
+        check_count("steps", steps)
         if eps is not None:
             check_positive("eps", eps)
         self.eps = float(eps) if eps is not None else None
         search_steps = (0 if norm == "l2" else 6) if search_steps is None else search_steps
-        check_positive("search_steps", search_steps, allow_zero=True)
+        check_count("search_steps", search_steps, allow_zero=True)
         self.steps = int(steps)
         self.search_steps = int(search_steps)
         self.quantize = quantize

@@ -102,6 +102,18 @@ def check_positive(name: str, value: float | int, *, allow_zero: bool = False) -
         raise FoolkitError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
 
 
+def check_count(name: str, value: int, *, allow_zero: bool = False) -> None:
+    """A number of steps, restarts, ...: a whole number, positive (or zero with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise FoolkitError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} whole number, got {value!r}")
+
+
+def check_fraction(name: str, value: float) -> None:
+    """A rate in the open interval (0, 1)."""
+    if not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise FoolkitError(f"{name} must be in (0, 1), got {value!r}")
+
+
 def cosine(step: int, steps: int, start: float, end: float) -> float:
     """Cosine annealing from ``start`` (step 0) to ``end`` (last step)."""
     return end + (start - end) * (1 + math.cos(math.pi * step / max(1, steps))) / 2
@@ -253,9 +265,14 @@ class AttackResult:
         return float(v.median()) if len(v) else math.nan
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able aggregate: counts, success rate, median norms, passes, seconds."""
+        """JSON-able aggregate: counts, success rate, median norms (None when nothing succeeded:
+        strict JSON has no NaN), passes, seconds."""
+        def med(norm: str) -> float | None:
+            m = self.median(norm)
+            return None if math.isnan(m) else m
+
         return {"method": self.method, "n": len(self), "success_rate": self.success_rate,
-                "median_l2": self.median("l2"), "median_linf": self.median("linf"), "median_l1": self.median("l1"),
+                "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"),
                 "forwards": self.forwards, "backwards": self.backwards, "seconds": self.seconds, "params": self.params}
 
     def records(self, classes: list[str] | None = None) -> list[dict[str, Any]]:
@@ -381,7 +398,9 @@ class Attack(ABC):
         v = torch.as_tensor(v)
         if v.dim() == 0:
             v = v.expand(n)
-        if v.shape != (n,) or v.is_floating_point():
+        if v.is_floating_point() or v.dtype == torch.bool:
+            raise FoolkitError(f"{what} must hold integer class indices, got {v.dtype}")
+        if v.shape != (n,):
             raise FoolkitError(f"{what} must be {n} integer class indices, got shape {tuple(v.shape)}")
         if n and (v.min() < 0 or v.max() >= k):
             raise FoolkitError(f"{what} holds a class index outside 0..{k - 1}")

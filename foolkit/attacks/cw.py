@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, cosine, per_sample
+from foolkit.attacks.base import Attack, Problem, check_count, check_norm, check_positive, cosine, per_sample
 
 
 class CarliniWagner(Attack):
@@ -23,8 +23,8 @@ class CarliniWagner(Attack):
                  initial_const: float = 1.0, lr: float = 0.5, confidence: float = 0.0, quantize: bool = True,
                  seed: int = 0):
         check_norm(norm, ("l2",))
-        check_positive("steps", steps)
-        check_positive("binary_search_steps", binary_search_steps)
+        check_count("steps", steps)
+        check_count("binary_search_steps", binary_search_steps)
         check_positive("initial_const", initial_const)
         check_positive("lr", lr)
         check_positive("confidence", confidence, allow_zero=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, cosine, normalize, norm_of, per_sample, to_grid
+from foolkit.attacks.base import Attack, Problem, check_count, check_fraction, check_norm, check_positive, cosine, normalize, norm_of, per_sample, to_grid
 
 
 class DDN(Attack):
@@ -27,12 +27,13 @@ class DDN(Attack):
                  gamma_final: float | None = None, step_size: float = 1.0, final_step_size: float = 0.01,
                  loss: str = "ce", grid: bool = False, quantize: bool = True, seed: int = 0):
         check_norm(norm, ("l2",))
-        check_positive("steps", steps)
+        check_count("steps", steps)
         check_positive("init_epsilon", init_epsilon)
         check_positive("step_size", step_size)
-        if not 0 < gamma < 1:
-            from foolkit.errors import FoolkitError
-            raise FoolkitError(f"gamma must be in (0, 1), got {gamma}")
+        check_fraction("gamma", gamma)
+        if gamma_final is not None:
+            check_fraction("gamma_final", gamma_final)
+        check_positive("final_step_size", final_step_size)
         self.steps = int(steps)
         self.init_epsilon = float(init_epsilon)
         self.gamma = float(gamma)

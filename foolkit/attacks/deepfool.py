@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from foolkit.attacks.base import DUAL, Attack, Problem, check_norm, check_positive, norm_of, per_sample
+from foolkit.attacks.base import DUAL, Attack, Problem, check_count, check_norm, check_positive, norm_of, per_sample
 
 
 class DeepFool(Attack):
@@ -26,9 +26,9 @@ class DeepFool(Attack):
     def __init__(self, *, norm: str = "l2", steps: int = 50, overshoot: float = 0.02, candidates: int = 10,
                  quantize: bool = True, seed: int = 0):
         self.norm = check_norm(norm, ("l2", "linf"))
-        check_positive("steps", steps)
+        check_count("steps", steps)
         check_positive("overshoot", overshoot, allow_zero=True)
-        check_positive("candidates", candidates)
+        check_count("candidates", candidates)
         self.steps = int(steps)
         self.overshoot = float(overshoot)
         self.candidates = int(candidates)

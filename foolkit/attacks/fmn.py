@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.attacks.base import DUAL, Attack, Problem, check_norm, check_positive, cosine, normalize, norm_of, per_sample, project
+from foolkit.attacks.base import DUAL, Attack, Problem, check_count, check_fraction, check_norm, check_positive, cosine, normalize, norm_of, per_sample, project
 
 
 class FMN(Attack):
@@ -27,11 +27,14 @@ class FMN(Attack):
                  alpha_final: float | None = None, gamma_init: float = 0.05, gamma_final: float = 0.001,
                  quantize: bool = True, seed: int = 0):
         self.norm = check_norm(norm, ("l1", "l2", "linf"))
-        check_positive("steps", steps)
+        check_count("steps", steps)
         self.steps = int(steps)
         self.alpha_init = float(alpha_init) if alpha_init is not None else {"l1": 1.0, "l2": 1.0, "linf": 10.0}[norm]
         check_positive("alpha_init", self.alpha_init)
         self.alpha_final = float(alpha_final) if alpha_final is not None else self.alpha_init / 100
+        check_positive("alpha_final", self.alpha_final)
+        check_fraction("gamma_init", gamma_init)
+        check_fraction("gamma_final", gamma_final)
         self.gamma_init = float(gamma_init)
         self.gamma_final = float(gamma_final)
         self.quantize = quantize

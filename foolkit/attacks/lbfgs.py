@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, per_sample
+from foolkit.attacks.base import Attack, Problem, check_count, check_norm, check_positive, per_sample
 
 
 class LBFGS(Attack):
@@ -31,9 +31,9 @@ class LBFGS(Attack):
     def __init__(self, *, norm: str = "l2", steps: int = 50, search_steps: int = 6, initial_const: float = 0.1,
                  memory: int = 10, line_search: int = 6, quantize: bool = True, seed: int = 0):
         check_norm(norm, ("l2",))
-        for k, v in (("steps", steps), ("search_steps", search_steps), ("initial_const", initial_const),
-                     ("memory", memory), ("line_search", line_search)):
-            check_positive(k, v)
+        for k, v in (("steps", steps), ("search_steps", search_steps), ("memory", memory), ("line_search", line_search)):
+            check_count(k, v)
+        check_positive("initial_const", initial_const)
         self.steps = int(steps)
         self.search_steps = int(search_steps)
         self.initial_const = float(initial_const)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from foolkit.attacks.base import Attack, Problem, check_norm, check_positive, normalize, norm_of, per_sample, project
+from foolkit.attacks.base import Attack, Problem, check_count, check_norm, check_positive, normalize, norm_of, per_sample, project
 from foolkit.errors import FoolkitError
 
 
@@ -30,8 +30,8 @@ class PGD(Attack):
     def __init__(self, *, eps: float = 0.3, norm: str = "linf", steps: int = 40, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, loss: str = "ce", quantize: bool = True, seed: int = 0):
         check_positive("eps", eps)
-        check_positive("steps", steps)
-        check_positive("restarts", restarts)
+        check_count("steps", steps)
+        check_count("restarts", restarts)
         if step_size is not None:
             check_positive("step_size", step_size)
         if loss not in ("ce", "margin"):

@@ -44,7 +44,7 @@ def full_resolution_classifier(model: Any, channels: int, height: int, width: in
     from foolkit.models import Classifier
 
     return Classifier(_FullResolution(model, model.input_size), mean=[0.0], std=[1.0], classes=model.classes,
-                      input_size=(channels, height, width), bounds=model.bounds, name=model.name)
+                      input_size=(channels, height, width), bounds=model.bounds, name=model.name).to(model.device)
 
 
 def _build(method: str, norm: str | None, eps: float | None, steps: int | None, seed: int) -> Any:
@@ -72,7 +72,7 @@ def _fmt_conf(c: float) -> str:
               help="Norm of the perturbation (default: l2 for minimum-norm attacks, linf for budget attacks).")
 @click.option("--eps", type=float, default=None,
               help="Budget of fgsm/bim/pgd; for minimum-norm attacks the ε at which --dataset reports robust accuracy "
-                   "(auto then also runs PGD at ε on the images it has not fooled within it).")
+                   "(auto with l2 or linf then also runs PGD at ε on the images it has not fooled within it).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Iterations (default: the attack's own).")
 @click.option("--target", default=None, help="Class index or name to reach (targeted attack); default untargeted.")
 @click.option("--confidence", type=float, default=None,
@@ -132,64 +132,118 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
                    confidence: float, images: tuple[str, ...], out: Path, as_json: bool) -> None:
     from tqdm import tqdm
 
-    from foolkit.images import load_image, noise_image, panel, save_image
-    from foolkit.runs import atomic_write_json
+    from foolkit.errors import Interrupted
 
-    # read every image first: a broken one fails the command before anything is written
-    pixels = [load_image(p) for p in images]
+    for p in images:  # read every image once first: a broken one fails the command before anything is written
+        _check_readable(p)
     stems = _unique_stems(images)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(images), desc=f"attack {method}", unit="img", disable=None, leave=False)  # on a terminal
-    for path, stem, x in zip(images, stems, pixels):
-        bar.set_postfix_str(Path(path).name[:30])
-        c, h, w = x.shape
-        clf = full_resolution_classifier(model, c, h, w)
-        t0 = time.perf_counter()
-        res = atk(clf, x.unsqueeze(0).to(model.device), target=tgt, confidence=confidence)
-        seconds = time.perf_counter() - t0
-        adv = res.adv[0].detach().cpu()
-        delta = adv - x
-        lab0, lab1 = int(res.labels_before[0]), int(res.labels_after[0])
-        conf0, conf1 = float(res.confidences_before[0]), float(res.confidences_after[0])
-        record = {
-            "image": str(path), "model": model_name, "method": method, "norm": norm,
-            "original": {"label": lab0, "name": model.classes[lab0], "confidence": conf0},
-            "adversarial": {"label": lab1, "name": model.classes[lab1], "confidence": conf1},
-            "target": None if tgt is None else {"label": tgt, "name": model.classes[tgt]},
-            "confidence_required": confidence,
-            "success": bool(res.success[0]), "l2": float(res.l2[0]), "linf": float(res.linf[0]),
-            "l1": float(res.l1[0]), "steps": getattr(atk, "steps", 1), "seconds": round(seconds, 3),
-            "size": [w, h], "forwards": res.forwards, "backwards": res.backwards, "params": res.params,
-            "files": {k: str(out / f"{stem}.{k}.png") for k in ("adv", "noise", "panel")},
-        }
-        peak = float(delta.abs().max())
-        captions = [f"original\n{model.classes[lab0][:24]} {_fmt_conf(conf0)}",
-                    f"noise (x{0.5 / peak:.0f})" if peak > 0 else "noise (none)",
-                    f"adversarial\n{model.classes[lab1][:24]} {_fmt_conf(conf1)}"]
-        save_image(adv, out / f"{stem}.adv.png")
-        save_image(noise_image(delta), out / f"{stem}.noise.png")
-        save_image(panel([x, noise_image(delta), adv], captions, title=f"{model_name} · {method} ({norm})"),
-                   out / f"{stem}.panel.png")
-        atomic_write_json(out / f"{stem}.json", record)
-        rows.append(record)
-        bar.update(1)
-        if as_json:
-            emit_json(record)
+    try:
+        for path, stem in zip(images, stems):
+            bar.set_postfix_str(Path(path).name[:30])
+            record = _attack_one(model, model_name, atk, method, norm, tgt, confidence, path, stem, out)
+            rows.append(record)
+            bar.update(1)
+            if as_json:
+                emit_json(record)
+    except KeyboardInterrupt:
+        bar.close()
+        if rows and not as_json:
+            _print_table(rows)
+        raise Interrupted(f"interrupted after {len(rows)} of {len(images)} images; "
+                          f"their results are in {out}/" if rows else "interrupted before any image was done") from None
     bar.close()
     if not as_json:
         _print_table(rows)
     info(f"wrote {len(rows)} result(s) to {out}/")
 
 
+def _check_readable(path: str) -> None:
+    from foolkit.images import load_image
+
+    load_image(path)  # decoded and dropped: only one image at a time is held in memory
+
+
+def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, tgt: int | None, confidence: float,
+                path: str, stem: str, out: Path) -> dict[str, Any]:
+    """Attack one image file and write its four outputs; returns its record. The figures are
+    those of the PNG written: for an input off the 8-bit grid (16-bit) that can differ from the
+    attack's own result, and the record says so."""
+    from foolkit.attacks import norm_of
+    from foolkit.images import load_image, noise_image, panel, quantize, save_image
+    from foolkit.runs import atomic_write_json
+
+    x = load_image(path)
+    c, h, w = x.shape
+    clf = full_resolution_classifier(model, c, h, w)
+    t0 = time.perf_counter()
+    res = atk(clf, x.unsqueeze(0).to(model.device), target=tgt, confidence=confidence)
+    seconds = time.perf_counter() - t0
+    adv = res.adv[0].detach().cpu()
+    lab0, conf0 = int(res.labels_before[0]), float(res.confidences_before[0])
+    lab1, conf1, success = int(res.labels_after[0]), float(res.confidences_after[0]), bool(res.success[0])
+    notes = []
+    if tgt is not None and lab0 == tgt:
+        notes.append(f"already classified as the target {model.classes[tgt]}: nothing to do")
+    saved = quantize(adv.clone())  # what the PNG keeps
+    if not torch.equal(saved, adv):  # off the 8-bit grid: a 16-bit input whose ε-ball holds no grid point
+        with torch.no_grad():
+            conf, label = clf.probabilities(saved.unsqueeze(0).to(model.device))[0].max(0)
+        lab1, conf1 = int(label), float(conf)
+        success = (lab1 == tgt if tgt is not None else lab1 != lab0) and conf1 >= confidence
+        notes.append("the input is off the 8-bit grid (16-bit?): these figures are for the 8-bit PNG written")
+    adv = saved
+    delta = adv - x
+    size = {k: float(norm_of(delta.unsqueeze(0), k)[0]) for k in ("l2", "linf", "l1")}
+    eps = getattr(atk, "eps", None)
+    if ATTACKS[method].budget and eps is not None and size[norm] > eps * (1 + 1e-5) + 1e-6:
+        notes.append(f"its {norm} distance {size[norm]:.4g} exceeds --eps {eps:g}")
+    record = {
+        "image": str(path), "model": model_name, "method": method, "norm": norm,
+        "original": {"label": lab0, "name": model.classes[lab0], "confidence": conf0},
+        "adversarial": {"label": lab1, "name": model.classes[lab1], "confidence": conf1},
+        "target": None if tgt is None else {"label": tgt, "name": model.classes[tgt]},
+        "confidence_required": confidence,
+        "success": success, **size, "steps": getattr(atk, "steps", 1), "seconds": round(seconds, 3),
+        "size": [w, h], "forwards": res.forwards, "backwards": res.backwards, "params": res.params,
+        "files": {k: str(out / f"{stem}.{k}.png") for k in ("adv", "noise", "panel")},
+        **({"notes": notes} if notes else {}),
+    }
+    for note in notes:
+        info(f"foolkit: {path}: {note}")
+    peak = float(delta.abs().max())
+    captions = [f"original\n{model.classes[lab0][:24]} {_fmt_conf(conf0)}",
+                f"noise (x{_amplification(peak)})" if peak > 0 else "noise (none)",
+                f"adversarial\n{model.classes[lab1][:24]} {_fmt_conf(conf1)}"]
+    save_image(adv, out / f"{stem}.adv.png")
+    save_image(noise_image(delta), out / f"{stem}.noise.png")
+    save_image(panel([x, noise_image(delta), adv], captions, title=f"{model_name} · {method} ({norm})"),
+               out / f"{stem}.panel.png")
+    atomic_write_json(out / f"{stem}.json", record)
+    return record
+
+
+def _amplification(peak: float) -> str:
+    """How much the noise image magnifies the noise (its largest |δ| maps to 0.5 around grey)."""
+    scale = 0.5 / peak
+    return f"{scale:.0f}" if scale >= 9.5 else f"{scale:.2g}"
+
+
 def _unique_stems(paths: tuple[str, ...]) -> list[str]:
-    seen: dict[str, int] = {}
+    """One output name per input: its stem, with -1, -2, ... where that name is taken (by an
+    earlier input's stem or by a suffixed name: a/x.png, b/x.png and x-1.png give x, x-1, x-1-1)."""
+    used: set[str] = set()
     out = []
     for p in paths:
-        stem = Path(p).stem or "image"
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
-        out.append(stem if k == 0 else f"{stem}-{k}")
+        base = Path(p).stem or "image"
+        stem, k = base, 0
+        while stem in used:
+            k += 1
+            stem = f"{base}-{k}"
+        used.add(stem)
+        out.append(stem)
     return out
 
 
@@ -216,6 +270,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     if tuple(ds.input_size) != tuple(model.input_size):
         raise FoolkitError(f"dataset {dataset} has {tuple(ds.input_size)} images but model {model_name} takes "
                            f"{tuple(model.input_size)}")
+    _check_classes(ds.classes, model.classes, dataset, model_name)
     if not as_json:
         say_capped(dataset, {"test": ds.provenance()})
     n = len(ds)
@@ -239,10 +294,11 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     seconds = time.perf_counter() - t0
     attacked = correct if tgt is None else correct & (ds.y != tgt)
     won = success & attacked
+    # robust: classified correctly and not fooled (a targeted run does not attack the target's own images)
     if ATTACKS[method].budget:
-        robust = correct & ~success
+        robust = correct & ~won
     elif eps is not None:
-        robust = correct & (~success | (norms[norm] > eps))
+        robust = correct & (~won | (norms[norm] > eps))
     else:
         robust = None
 
@@ -254,15 +310,15 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": n, "method": method, "norm": norm,
         "eps": eps, "target": tgt, "confidence_required": confidence, "steps": getattr(atk, "steps", 1),
         "params": atk.params(),
-        "clean_accuracy": float(correct.float().mean()), "attacked": int(attacked.sum()),
-        "success_rate": float(won.sum()) / max(1, int(attacked.sum())),
-        "robust_accuracy": None if robust is None else float(robust.float().mean()),
+        "clean_accuracy": int(correct.sum()) / max(1, n), "attacked": int(attacked.sum()),
+        "success_rate": int(won.sum()) / max(1, int(attacked.sum())),
+        "robust_accuracy": None if robust is None else int(robust.sum()) / max(1, n),
         "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"),
         "seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 2),
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"eval-{Path(dataset).name}-{method}-{norm}.json"
+    path = out / _eval_name(dataset, method, norm, eps, tgt, confidence, subset)
     atomic_write_json(path, summary)
     if as_json:
         emit_json(summary)
@@ -279,3 +335,31 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
     info(f"wrote {path}")
+
+
+def _check_classes(data: list[str], model: list[str], dataset: str, model_name: str) -> None:
+    """A dataset's labels index the model's classes: the same names in the same order (a model
+    may have more, such as retrain's extra "fooling" class, after them)."""
+    if len(model) < len(data):
+        raise FoolkitError(f"dataset {dataset} has {len(data)} classes but model {model_name} only {len(model)}")
+    mismatch = [(d, m) for d, m in zip(data, model) if d.lower() != m.lower()]
+    if mismatch:
+        d, m = mismatch[0]
+        raise FoolkitError(f"dataset {dataset}'s classes are not model {model_name}'s: class {data.index(d)} is "
+                           f"{d!r} in the data but {m!r} in the model")
+
+
+def _eval_name(dataset: str, method: str, norm: str, eps: float | None, tgt: int | None, confidence: float,
+               subset: int | None) -> str:
+    """The summary's file name: every setting that changes the figures is in it, so runs that
+    differ do not overwrite each other."""
+    parts = [f"eval-{Path(dataset).name}-{method}-{norm}"]
+    if eps is not None:
+        parts.append(f"eps{eps:g}")
+    if tgt is not None:
+        parts.append(f"target{tgt}")
+    if confidence:
+        parts.append(f"conf{confidence:g}")
+    if subset is not None:
+        parts.append(f"n{subset}")
+    return "-".join(parts) + ".json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import torch
 
@@ -20,13 +22,23 @@ def classify(images: tuple[str, ...], model_name: str, weights: str | None, top:
     from foolkit.models import load_model
 
     model = load_model(model_name, device=device, weights=weights)
-    # read every image first, so a broken one fails the command before anything is printed
-    pixels = [load_image(p) for p in images]
-    batch = torch.cat([model_view(x.unsqueeze(0), model.input_size) for x in pixels]).to(model.device)
-    probs = model.probabilities(batch)
+    for p in images:  # read every image once first, so a broken one fails the command before anything is printed
+        load_image(p)
     k = min(top, model.num_classes)
-    conf, labels = probs.topk(k, dim=1)
-    for path, cs, ls in zip(images, conf.tolist(), labels.tolist()):
+    for i in range(0, len(images), CHUNK):  # then a chunk at a time: memory stays bounded however many photos
+        chunk = images[i:i + CHUNK]
+        batch = torch.cat([model_view(load_image(p).unsqueeze(0), model.input_size) for p in chunk]).to(model.device)
+        conf, labels = model.probabilities(batch).topk(k, dim=1)
+        _show(chunk, conf.tolist(), labels.tolist(), model, model_name, as_json)
+
+
+#: images read and classified at a time
+CHUNK = 32
+
+
+def _show(images: tuple[str, ...], conf: list[list[float]], labels: list[list[int]], model: Any, model_name: str,
+          as_json: bool) -> None:
+    for path, cs, ls in zip(images, conf, labels):
         rows = [{"label": int(lab), "name": model.classes[lab], "confidence": float(c)} for c, lab in zip(cs, ls)]
         if as_json:
             emit_json({"image": path, "model": model_name, "top": rows})

@@ -3,6 +3,7 @@ targets, minimum norms, 8-bit survival, bookkeeping, and the error paths."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -180,6 +181,9 @@ def test_result_records_and_summary(lenet, digits):
     assert len(recs) == 4 and recs[0]["name_before"] == lenet.classes[int(y[0])]
     s = res.summary()
     assert s["n"] == 4 and s["method"] == "fmn" and math.isclose(s["success_rate"], res.success_rate)
+    failed = make_attack("fgsm", eps=1e-4)(lenet, x[:2], y[:2]).summary()  # nothing fooled: no median
+    assert failed["success_rate"] == 0 and failed["median_l2"] is None
+    json.dumps(failed, allow_nan=False)  # strict JSON
 
 
 @pytest.mark.parametrize("bad", [
@@ -198,9 +202,14 @@ def test_bad_hyperparameters_raise(lenet, digits):
     x, y = digits
     for name, kw in [("nope", {}), ("pgd", {"eps": -1}), ("pgd", {"norm": "l0"}), ("pgd", {"wat": 1}),
                      ("fmn", {"norm": "l3"}), ("ddn", {"gamma": 2}), ("cw", {"steps": 0}),
-                     ("ddn", {"norm": "linf"})]:
-        with pytest.raises(FoolkitError):
+                     ("ddn", {"norm": "linf"}), ("pgd", {"steps": 0.5}), ("pgd", {"restarts": 1.5}),
+                     ("fmn", {"gamma_init": -1}), ("fmn", {"gamma_final": 1}), ("fmn", {"alpha_final": 0}),
+                     ("ddn", {"gamma_final": 0}), ("ddn", {"final_step_size": -1}), ("lbfgs", {"memory": 0}),
+                     ("auto", {"search_steps": -1})]:
+        with pytest.raises(FoolkitError, match=f"attack '?{name}"):
             make_attack(name, **kw)
+    with pytest.raises(FoolkitError, match="integer class indices, got torch.float32"):
+        make_attack("fgsm", eps=0.1)(lenet, x, y, target=torch.full((len(x),), 3.0))
     with pytest.raises(FoolkitError):
         make_attack("fgsm", eps=0.1)(lenet, x, y, target=10)
     with pytest.raises(FoolkitError):

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from foolkit.images import load_image, model_view, save_image
@@ -85,7 +86,7 @@ def test_evaluation_mode(cli, tmp_path):
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["n"] == 40 and s["clean_accuracy"] > 0.9 and s["success_rate"] > 0.8
     assert s["robust_accuracy"] < 0.2 and s["median_linf"] <= 0.2 + 1e-6
-    assert (tmp_path / "eval-mnist-pgd-linf.json").is_file()
+    assert (tmp_path / "eval-mnist-pgd-linf-eps0.2-n40.json").is_file()  # its settings in the name: no overwrites
     r = cli("attack", "--dataset", "mnist", "--subset", "20", "--model", "lenet-mnist", "--method", "fmn", "--norm",
             "linf", "--eps", "0.1", "--steps", "30", "--out", tmp_path)
     assert r.exit_code == 0, r.stderr
@@ -100,6 +101,7 @@ def test_evaluation_mode(cli, tmp_path):
     (["--method", "magic"], "magic"),
     (["--method", "deepfool", "--norm", "l1"], "norm"),
     (["--steps", "0"], "steps"),
+    (["--method", "pgd", "--norm", "l1", "--eps", "1"], "attack pgd: norm"),
 ])
 def test_bad_options_fail_with_one_line(cli, one_line_error, digit_png, tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -139,3 +141,107 @@ def test_failed_attack_is_reported_not_an_error(cli, digit_png, tmp_path):
     assert rec["linf"] <= 0.004 + 1e-6 and (tmp_path / "seven.adv.png").is_file()
     r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--method", "fgsm", "--eps", "0.004", "--out", tmp_path)
     assert "NO" in r.stdout
+
+
+def test_targeted_evaluation_counts_the_targets_own_images_as_robust(cli, tmp_path):
+    """A targeted run does not attack images of the target class: those classified correctly stay
+    robust. With an ε too small to do anything, robust accuracy equals clean accuracy."""
+    r = cli("attack", "--dataset", "mnist", "--subset", "50", "--model", "lenet-mnist", "--method", "pgd",
+            "--eps", "0.0001", "--steps", "2", "--target", "3", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s["success_rate"] == 0 and s["attacked"] < 50 * s["clean_accuracy"]
+    assert s["robust_accuracy"] == s["clean_accuracy"]
+    assert (tmp_path / "eval-mnist-pgd-linf-eps0.0001-target3-n50.json").is_file()
+
+
+def test_evaluation_refuses_a_dataset_of_other_classes(cli, one_line_error, tmp_path):
+    """lenet-mnist's digits are not Fashion-MNIST's clothes (same image size, same count): an
+    evaluation would report nonsense accuracy, so it is refused; a folder dataset is checked too."""
+    from foolkit.commands.attack import _check_classes
+    from foolkit.errors import FoolkitError
+
+    _check_classes([str(i) for i in range(10)], [str(i) for i in range(10)] + ["fooling"], "mnist", "retrained")
+    with pytest.raises(FoolkitError, match="class 0 is 't-shirt' in the data but '0' in the model"):
+        _check_classes(["t-shirt", "trouser"], ["0", "1"], "fashion-mnist", "lenet-mnist")
+    folder = tmp_path / "data"
+    for k in range(12):
+        (folder / f"c{k:02d}").mkdir(parents=True)
+        Image.new("L", (28, 28), 20 * k).save(folder / f"c{k:02d}" / "a.png")
+        Image.new("L", (28, 28), 20 * k + 5).save(folder / f"c{k:02d}" / "b.png")
+    one_line_error(cli("attack", "--dataset", folder, "--model", "lenet-mnist", "--method", "pgd", "--eps", "0.1",
+                       "--out", tmp_path / "o"), "12 classes", "only 10")
+
+
+def test_inputs_with_one_name_do_not_overwrite_each_other(cli, digit_png, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for d in (a, b):
+        (d / "x.png").write_bytes(digit_png[0].read_bytes())
+    (a / "x-1.png").write_bytes(digit_png[1].read_bytes())
+    r = cli("attack", a / "x.png", b / "x.png", a / "x-1.png", "--model", "lenet-mnist", "--steps", "10",
+            "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    images = [json.loads((tmp_path / "o" / f"{stem}.json").read_text())["image"] for stem in ("x", "x-1", "x-1-1")]
+    assert images == [str(a / "x.png"), str(b / "x.png"), str(a / "x-1.png")]
+
+
+def test_an_off_grid_input_reports_the_png_written(cli, lenet, mnist_batch, tmp_path):
+    """A 16-bit input whose ε-ball holds no 8-bit grid point: the record's norms are those of
+    the PNG written (beyond ε here), and it says so, rather than the off-grid result's."""
+    x, _ = mnist_batch
+    arr = (x[2, 0].numpy() * 65535 * 0.998 + 40).clip(0, 65535).astype(np.uint16)  # off the 8-bit grid
+    Image.fromarray(arr).resize((56, 56), Image.BILINEAR).save(tmp_path / "deep.png")
+    r = cli("attack", tmp_path / "deep.png", "--model", "lenet-mnist", "--method", "pgd", "--norm", "l2", "--eps",
+            "0.1", "--steps", "5", "--confidence", "0", "--out", tmp_path / "o", "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[0])
+    on_disk = load_image(tmp_path / "o" / "deep.adv.png") - load_image(tmp_path / "deep.png")
+    assert abs(float(on_disk.norm()) - rec["l2"]) < 1e-4
+    assert any("off the 8-bit grid" in n for n in rec["notes"]) and any("exceeds --eps" in n for n in rec["notes"])
+    assert "exceeds --eps" in r.stderr
+
+
+def test_a_target_the_image_already_has_is_said(cli, digit_png, lenet, tmp_path):
+    label = int(_classify(lenet, digit_png[0])[0])
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--target", str(label), "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    rec = json.loads(r.stdout.strip().splitlines()[0])
+    assert rec["l2"] == 0 and "already classified as the target" in rec["notes"][0]
+
+
+def test_noise_amplification_caption():
+    from foolkit.commands.attack import _amplification
+
+    assert _amplification(0.01) == "50" and _amplification(0.25) == "2" and _amplification(1.0) == "0.5"
+
+
+def test_ctrl_c_says_what_was_written(cli, one_line_error, digit_png, tmp_path, monkeypatch):
+    import foolkit.commands.attack as attack_cmd
+
+    real, calls = attack_cmd._attack_one, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attack_cmd, "_attack_one", second_interrupted)
+    r = cli("attack", *digit_png, "--model", "lenet-mnist", "--steps", "10", "--out", tmp_path / "o")
+    one_line_error(r, "interrupted after 1 of 2 images", str(tmp_path / "o"))
+    assert r.exit_code == 130 and "seven.png" in r.stdout  # the finished image's row
+    assert (tmp_path / "o" / "seven.json").is_file() and not (tmp_path / "o" / "other.json").exists()
+
+
+def test_the_full_resolution_classifier_lives_on_the_models_device(lenet):
+    """Image mode wraps the model; the wrapper's own buffers must follow it (checked on the meta
+    device, which enforces device agreement as CUDA does)."""
+    import copy
+
+    from foolkit.commands.attack import full_resolution_classifier
+
+    model = copy.deepcopy(lenet).to("meta")
+    clf = full_resolution_classifier(model, 1, 56, 56)
+    assert clf(torch.zeros(2, 1, 56, 56, device="meta")).shape == (2, 10)
