@@ -187,7 +187,7 @@ def test_ctrl_c_says_what_is_saved_and_how_to_continue(cli, monkeypatch, tmp_pat
 
 @pytest.fixture
 def digit_folder(tmp_path, mnist_test):
-    """30 real test digits as PNGs in class folders (24 train / 6 test by the folder split)."""
+    """30 real test digits as PNGs in class folders (20 train / 10 test by the folder split: 2 / 1 a class)."""
     x, y = mnist_test.images(), mnist_test.y
     for c in range(10):
         d = tmp_path / "digits" / str(c)
@@ -201,9 +201,9 @@ def test_expressivity_says_when_n_is_more_than_the_data_holds(cli, digit_folder)
     r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "100000", "--json")
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["n_requested"] == 100000 and out["n_images"] == 24 and out["n"] <= 24
+    assert out["n_requested"] == 100000 and out["n_images"] == 20 and out["n"] <= 20
     assert out["train_accuracy"] == 1.0
     notice = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(notice) == 1 and "only 24 training images" in notice[0] and "--n 100,000" in notice[0]
-    r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "20", "--json")
-    assert r.exit_code == 0 and r.stderr.strip() == "" and json.loads(r.stdout)["n_images"] == 20
+    assert len(notice) == 1 and "only 20 training images" in notice[0] and "--n 100,000" in notice[0]
+    r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "15", "--json")
+    assert r.exit_code == 0 and r.stderr.strip() == "" and json.loads(r.stdout)["n_images"] == 15
