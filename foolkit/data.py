@@ -91,8 +91,8 @@ class Dataset:
 
         h = hashlib.sha256()
         h.update(repr((tuple(self.x.shape), str(self.x.dtype), self.classes)).encode())
-        h.update(self.y.contiguous().numpy().tobytes())
-        h.update(self.x.contiguous().numpy().tobytes())
+        h.update(self.y.contiguous().numpy())  # the arrays' own memory, not a copy
+        h.update(self.x.contiguous().numpy())
         return h.hexdigest()[:16]
 
     def stats(self) -> tuple[list[float], list[float]]:

@@ -51,6 +51,15 @@ def init_seed(seed: int) -> int:
     return (seed * 6_700_417 + 2_147_483_659) % 2**63
 
 
+def output_path(out: str) -> Path:
+    """The model file ``--out`` names: ``.pt`` appended unless the name already ends in it
+    (``mlp-lr0.05`` → ``mlp-lr0.05.pt``, not ``mlp-lr0.pt``)."""
+    p = Path(out)
+    if p.name in ("", ".", ".."):
+        raise FoolkitError(f"--out needs a file name, got {out!r}")
+    return p if p.name.endswith(".pt") else p.with_name(p.name + ".pt")
+
+
 def check_output(path: Path, others: list[Path]) -> None:
     """Refuse an output that cannot be written, before any work: a folder in the way, a file
     where a folder must be, or a folder we may not write into. Creates nothing."""
@@ -103,8 +112,27 @@ def _progress(ckpt: Path) -> str:
         return ""
 
 
-def _show_data(data: dict[str, Any]) -> str:
-    return f"{data.get('train_size')} examples from {data.get('source')}, {len(data.get('classes', []))} classes"
+def data_difference(saved: dict[str, Any], now: dict[str, dict[str, Any]], classes: list[str]) -> str | None:
+    """How the data a resumed run loaded (``now``: ``{split: provenance}``, and their ``classes``)
+    differ from those its checkpoint recorded (None if they do not): by classes, size and content,
+    not by where they were read from. ``saved`` is ``{"train": provenance, "test": provenance,
+    "classes": [...]}``, or, from a checkpoint saved before fingerprints, ``{"source",
+    "train_size", "classes"}`` (then compared by size and classes only)."""
+    from foolkit.data import data_changed
+
+    if "train_size" in saved:
+        splits: dict[str, Any] = {"train": {"source": saved.get("source"), "n": saved.get("train_size")}}
+    else:
+        splits = {k: v for k, v in saved.items() if k in ("train", "test")}
+    old = saved.get("classes")
+    if isinstance(old, list) and old != list(classes):
+        return f"the data's classes differ from the run's ({_show_classes(old)}; now {_show_classes(classes)})"
+    return data_changed(splits, now)
+
+
+def _show_classes(classes: list[Any]) -> str:
+    names = ", ".join(str(c) for c in classes[:4]) + (", ..." if len(classes) > 4 else "")
+    return f"{len(classes)} classes: {names}"
 
 
 def _show(value: Any) -> str:
@@ -114,10 +142,14 @@ def _show(value: Any) -> str:
 
 
 @click.command()
-@click.option("--model", "-m", "arch", required=True, help="Architecture: lenet, mlp1x512, mlp3x512, small-inception, small-alexnet, small-resnet.")
-@click.option("--dataset", "-d", required=True, help="mnist, fashion-mnist, cifar10, or folder:PATH.")
+@click.option("--model", "-m", "arch", default=None,
+              help="Architecture: lenet, mlp1x512, mlp3x512, small-inception, small-alexnet, small-resnet "
+                   "(needed unless --resume).")
+@click.option("--dataset", "-d", default=None, help="mnist, fashion-mnist, cifar10, or folder:PATH (needed unless --resume).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Total epochs (the one setting --resume may change).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output FILE(.pt); FILE.json is written beside it.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Output FILE.pt (.pt is added unless the name ends in it); FILE.json and FILE.log.jsonl "
+                   "are written beside it.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum, in [0, 1).")
@@ -138,14 +170,15 @@ def _show(value: Any) -> str:
 @data_dir_option
 @seed_option
 @device_option
-def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: float, momentum: float,
+def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_size: int, lr: float, momentum: float,
           weight_decay: float, lr_decay: float, optimizer: str, augment: str, subset: int | None,
           arch_opt: tuple[str, ...], adv_method: str | None, adv_eps: float, adv_steps: int, adv_norm: str,
           resume: bool, force: bool, as_json: bool, data_dir: str | None, seed: int, device: str) -> None:
     """Train a model; writes FILE.pt, FILE.json (sidecar) and FILE.log.jsonl (one line per epoch).
 
     Same --seed, same result on CPU. After every epoch the run is checkpointed in FILE.ckpt;
-    Ctrl-C (or a kill) keeps it, and the same command with --resume continues the run.
+    Ctrl-C (or a kill) keeps it, and the same command with --resume continues the run (so does
+    `--out FILE --resume` alone: options left out come from the run, and the data may have moved).
     """
     import torch
 
@@ -156,7 +189,15 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
     from foolkit.runs import atomic_write_text, load_checkpoint
     from foolkit.utils import resolve_device
 
-    path = Path(out).with_suffix(".pt")
+    if not resume:
+        missing = [opt for opt, value in (("--model", arch), ("--dataset", dataset)) if value is None]
+        if missing:
+            them = "them" if len(missing) > 1 else "it"
+            raise FoolkitError(f"missing option{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
+                               f"(a new run needs {them}; --resume takes {them} from the run's checkpoint)")
+        if epochs <= 0:
+            raise FoolkitError(f"--epochs must be at least 1, got {epochs}")
+    path = output_path(out)
     ckpt = path.with_suffix(".ckpt")
     log_path = path.with_suffix(".log.jsonl")
     check_output(path, [path.with_suffix(".json"), ckpt, log_path])
@@ -168,16 +209,27 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
     }
     done: list[dict[str, Any]] = []  # the epochs a resumed run has behind it
     saved_data: dict[str, Any] | None = None
+    command: str | None = command_line()  # the command that started the run
+    resumed_with: list[str] = []  # the commands that resumed it
     if resume:
         if not ckpt.exists():
+            if path.exists():
+                raise FoolkitError(f"nothing to resume: {path} is a finished run (no checkpoint {ckpt.name}); "
+                                   "pass --force instead of --resume to train it again, or choose another --out")
             raise FoolkitError(f"nothing to resume: no checkpoint {ckpt}")
         meta, _ = load_checkpoint(ckpt)
         saved_config = meta.get("config", {})
-        saved = {**{k: v for k, v in saved_config.items() if k in RUN_SETTINGS},
-                 **saved_config.get("extra", {}).get("run", {})}
-        saved_data = saved_config.get("extra", {}).get("data")
+        saved_extra = saved_config.get("extra", {})
+        saved = {**{k: v for k, v in saved_config.items() if k in RUN_SETTINGS}, **saved_extra.get("run", {})}
+        saved_data = saved_extra.get("data")
+        command = saved_extra.get("command")  # None: a checkpoint from before foolkit saved it
+        resumed_with = [*saved_extra.get("resumed_with", []), command_line()]
         typed = typed_options()
         given = merge_resumed(saved, given, typed, ckpt)
+        for key, option in (("arch", "--model"), ("dataset", "--dataset")):
+            if given[key] is None:
+                raise FoolkitError(f"{ckpt} does not record the run's {option} (an older checkpoint); "
+                                   f"pass the {option} it was started with")
         done = list(meta.get("history", []))
         if "epochs" not in typed and "epochs" in saved_config:
             epochs = int(saved_config["epochs"])  # the run's own length unless --epochs says otherwise
@@ -185,11 +237,13 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
             raise FoolkitError(f"{ckpt} already holds {len(done)} epoch{'s' if len(done) != 1 else ''}; "
                                "--epochs must be at least that "
                                f"(it is the total, not the number still to go), got {epochs}")
+        if epochs <= 0:
+            raise FoolkitError(f"--epochs must be at least 1, got {epochs}")
     elif ckpt.exists() and not force:
         raise FoolkitError(f"{ckpt} holds an unfinished run{_progress(ckpt)}; pass --resume to continue it "
                            "or --force to delete it and start over")
     elif path.exists() and not force:
-        raise FoolkitError(f"{path} exists; pass --force to overwrite it or --resume to continue its run")
+        raise FoolkitError(f"{path} exists; pass --force to overwrite it, or choose another --out")
 
     # every value checked before any data are loaded or files touched
     if given["subset"] is not None and given["subset"] <= 0:
@@ -201,7 +255,9 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
                                           "adv_steps", "adv_norm")}
     config = TrainConfig(epochs=epochs, batch_size=given["batch_size"], lr=given["lr"], momentum=given["momentum"],
                          weight_decay=given["weight_decay"], lr_decay=given["lr_decay"], optimizer=given["optimizer"],
-                         augment=given["augment"], seed=seed, extra={"run": run_settings})
+                         augment=given["augment"], seed=seed,
+                         extra={"run": run_settings, "command": command,
+                                **({"resumed_with": resumed_with} if resumed_with else {})})
     config.validate()
     adv_method = given["adv_method"]
     adv = None
@@ -220,11 +276,13 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
 
     train_ds = load_dataset(dataset, "train", data_dir=data_dir, subset=given["subset"], seed=seed)
     test_ds = load_dataset(dataset, "test", data_dir=data_dir, seed=seed, quiet=True)
-    data = {"source": train_ds.source, "train_size": len(train_ds), "classes": list(train_ds.classes)}
-    if saved_data is not None and saved_data != data:
-        raise FoolkitError(f"the training data differ from those of the run in {ckpt} ({_show_data(saved_data)}, "
-                           f"now {_show_data(data)}); pass the --data-dir it was started with")
-    config.extra["data"] = data
+    # the data as the checkpoint keeps them: a resumed run compares them by content, wherever they now live
+    provenance = {"train": train_ds.provenance(), "test": test_ds.provenance()}
+    if isinstance(saved_data, dict):
+        changed = data_difference(saved_data, provenance, list(train_ds.classes))
+        if changed:
+            raise FoolkitError(f"cannot resume {ckpt}: {changed}; pass the --data-dir it was started with")
+    config.extra["data"] = {**provenance, "classes": list(train_ds.classes)}
     mean, std = train_ds.stats()
     # initial weights from --seed, the caller's global RNG left as it was
     with torch.random.fork_rng(devices=[]):
@@ -247,7 +305,7 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
             emit_json(rec)
 
     if not as_json:
-        say_capped(dataset, {"train": train_ds.provenance()})
+        say_capped(dataset, {"train": provenance["train"]})
     t0 = time.time()
     try:
         history = fit(model, train_ds.images(dev), train_ds.y, config, test=(test_ds.images(dev), test_ds.y.to(dev)),
@@ -266,11 +324,11 @@ def train(arch: str, dataset: str, epochs: int, out: str, batch_size: int, lr: f
         raise Interrupted(f"interrupted during epoch 1 of {epochs}, before the first checkpoint; "
                                   "nothing was saved") from None
     last = history[-1] if history else {}
-    command = command_line()
     extra = {"dataset": dataset, "dataset_source": train_ds.source, "train_size": len(train_ds),
              "test_size": len(test_ds), "epochs": len(history), "train_accuracy": last.get("train_accuracy"),
              "test_accuracy": last.get("test_accuracy"), "config": {**config.__dict__},
-             "adversarial": adv, "command": command, "seconds": round(time.time() - t0, 1)}
+             "adversarial": adv, "command": command, **({"resumed_with": resumed_with} if resumed_with else {}),
+             "seconds": round(time.time() - t0, 1)}
     save_model(model, path, arch=arch, arch_kwargs=arch_kwargs, extra=extra)
     ckpt.unlink(missing_ok=True)
     acc = last.get("test_accuracy")

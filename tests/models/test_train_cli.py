@@ -187,19 +187,128 @@ def test_an_old_checkpoint_of_another_model_is_one_line(cli, one_line_error, kil
     assert_ends_in_one_line(r, "was saved by another model")
 
 
-def test_resume_refuses_other_data(cli, killed_run):
-    """Same --dataset, but --data-dir finds other files: the run must not continue on them."""
+def edit_checkpoint(ckpt: Path, edit: Any) -> None:
+    """Rewrite the checkpoint ``ckpt`` with ``edit(meta)`` applied to its metadata."""
     from foolkit.runs import load_checkpoint, save_checkpoint
 
-    ckpt = killed_run.with_suffix(".ckpt")
     meta, tensors = load_checkpoint(ckpt)
-    assert meta["config"]["extra"]["data"]["train_size"] == 100
-    meta["config"]["extra"]["data"]["source"] = "full MNIST"
+    edit(meta)
     save_checkpoint(ckpt, meta=meta, tensors=tensors)
+
+
+@pytest.mark.parametrize("split, key, value, fragment", [
+    ("train", "fingerprint", "0123456789abcdef", "train data differ"),
+    ("train", "n", 99, "train data differ"),
+    ("test", "fingerprint", "0123456789abcdef", "test data differ"),
+])
+def test_resume_refuses_other_data(cli, killed_run, split, key, value, fragment):
+    """Same --dataset, but --data-dir finds other files (other content or size): the run must not continue on them."""
+    from foolkit.runs import load_checkpoint
+
+    ckpt = killed_run.with_suffix(".ckpt")
+    data = load_checkpoint(ckpt)[0]["config"]["extra"]["data"]
+    assert data["train"]["n"] == 100 and data["test"]["n"] == 1000 and len(data["classes"]) == 10
+    assert len(data["train"]["fingerprint"]) == len(data["test"]["fingerprint"]) == 16
+
+    def edit(meta: dict[str, Any]) -> None:
+        meta["config"]["extra"]["data"][split][key] = value
+        meta["config"]["extra"]["data"][split]["source"] = "full MNIST"
+
+    edit_checkpoint(ckpt, edit)
     before = ckpt.read_bytes()
     r = cli("train", *KILLED, "--out", killed_run, "--resume")
-    assert_ends_in_one_line(r, "training data differ", "100 examples from full MNIST", "--data-dir")
+    assert_ends_in_one_line(r, "cannot resume", "k3.ckpt", fragment, "from full MNIST", "--data-dir")
     assert ckpt.read_bytes() == before and not killed_run.exists()
+
+
+def test_resume_accepts_the_same_data_recorded_under_another_source(cli, killed_run):
+    """Only where the data were read from differs (the source string): the run goes on."""
+    def edit(meta: dict[str, Any]) -> None:
+        for split in ("train", "test"):
+            meta["config"]["extra"]["data"][split]["source"] = "--data-dir (/somewhere/else/mnist)"
+
+    edit_checkpoint(killed_run.with_suffix(".ckpt"), edit)
+    r = cli("train", *KILLED, "--out", killed_run, "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(killed_run.with_suffix(".json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({}, None),  # same size and classes, another source: resumes
+    ({"train_size": 99}, "train data differ"),
+    ({"classes": [f"c{i}" for i in range(10)]}, "classes differ"),
+])
+def test_a_checkpoint_from_before_fingerprints_resumes_when_size_and_classes_match(cli, killed_run, change,
+                                                                                     fragment):
+    ckpt = killed_run.with_suffix(".ckpt")
+
+    def edit(meta: dict[str, Any]) -> None:
+        extra = meta["config"]["extra"]
+        old = {"source": "--data-dir (/old/place/mnist)", "train_size": 100, "classes": extra["data"]["classes"]}
+        extra["data"] = {**old, **change}
+        del extra["command"]  # nor did it record the command
+
+    edit_checkpoint(ckpt, edit)
+    r = cli("train", *KILLED, "--out", killed_run, "--resume")
+    if fragment is None:
+        assert r.exit_code == 0, r.stderr
+        meta = json.loads(killed_run.with_suffix(".json").read_text())
+        assert meta["epochs"] == 3 and meta["command"] is None and len(meta["resumed_with"]) == 1
+        assert len(meta["config"]["extra"]["data"]["train"]["fingerprint"]) == 16  # saved the new way from now on
+    else:
+        assert_ends_in_one_line(r, "cannot resume", fragment, "--data-dir")
+        assert ckpt.exists() and not killed_run.exists()
+
+
+def _write_idx(path: Path, arr: Any) -> None:
+    import numpy as np
+
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def _fake_mnist(root: Path, seed: int, n: int = 120) -> Path:
+    """MNIST-format files of ``n`` random training images (and n/3 test ones) in ``root``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    for split, count in (("train", n), ("t10k", n // 3)):
+        _write_idx(root / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        _write_idx(root / f"{split}-labels-idx1-ubyte", np.arange(count) % 10)
+    return root
+
+
+def test_resume_finds_the_same_data_by_another_path_and_refuses_other_data(cli, tmp_path, monkeypatch):
+    """--data-dir data/mnist, then $PWD/data, then $FOOLKIT_DATA: one run; other files of the same size: refused."""
+    _fake_mnist(tmp_path / "data" / "mnist", seed=1)
+    _fake_mnist(tmp_path / "other" / "mnist", seed=2)
+    monkeypatch.chdir(tmp_path)
+    args = ("--model", "lenet", "--dataset", "mnist", "--subset", "64", "--batch-size", "32", "--epochs", "3",
+            "--device", "cpu")
+    out = tmp_path / "moved.pt"
+    with interrupted_after(1):
+        assert cli("train", *args, "--data-dir", "data/mnist", "--out", out, "--json").exit_code == 130
+    ckpt = out.with_suffix(".ckpt")
+    before = ckpt.read_bytes()
+    r = cli("train", "--out", out, "--resume", "--data-dir", tmp_path / "other")
+    assert_ends_in_one_line(r, "cannot resume", "train data differ", "--data-dir")
+    assert ckpt.read_bytes() == before
+    with interrupted_after(1):
+        r = cli("train", "--out", out, "--resume", "--data-dir", tmp_path / "data", "--json")
+    assert r.exit_code == 130, r.stderr
+    monkeypatch.setenv("FOOLKIT_DATA", str(tmp_path / "data"))
+    r = cli("train", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(line)["epoch"] for line in r.stdout.splitlines()] == [3]
+    monkeypatch.delenv("FOOLKIT_DATA")
+    straight = tmp_path / "straight.pt"
+    assert cli("train", *args, "--data-dir", tmp_path / "data", "--out", straight).exit_code == 0
+    assert same_weights(out, straight)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert "--data-dir data/mnist" in meta["command"] and "--resume" not in meta["command"]
+    assert len(meta["resumed_with"]) == 2 and all("--resume" in c for c in meta["resumed_with"])
+    assert meta["train_size"] == 64 and "$FOOLKIT_DATA" in meta["dataset_source"]
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -264,3 +373,85 @@ def test_check_arch_options_matches_the_builders():
     assert set(ARCH_OPTIONS["small-alexnet"]) <= set(inspect.signature(SmallAlexNet).parameters)
     with pytest.raises(FoolkitError, match="probability"):
         check_arch_options("lenet", {"dropout": True})
+
+
+@pytest.mark.parametrize("out, expected", [
+    ("sfx/mlp-lr0.05", "sfx/mlp-lr0.05.pt"),
+    ("sfx/mlp-lr0.05.pt", "sfx/mlp-lr0.05.pt"),
+    ("m", "m.pt"),
+    ("m.v1.pth", "m.v1.pth.pt"),
+])
+def test_output_path_appends_pt_and_keeps_dots(out, expected):
+    assert train_cmd.output_path(out) == Path(expected)
+
+
+def test_out_with_a_dot_in_its_name_keeps_the_name(cli, tmp_path, monkeypatch):
+    from foolkit.models import load_model
+
+    monkeypatch.chdir(tmp_path)
+    args = ("--model", "mlp1x512", "--dataset", "mnist", "--subset", "64", "--epochs", "2", "--lr", "0.05",
+            "--device", "cpu", "--out", "sfx/mlp-lr0.05")
+    with interrupted_after(1):
+        assert cli("train", *args, "--json").exit_code == 130
+    assert sorted(p.name for p in (tmp_path / "sfx").iterdir()) == ["mlp-lr0.05.ckpt", "mlp-lr0.05.log.jsonl"]
+    r = cli("train", "--out", "sfx/mlp-lr0.05", "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "sfx").iterdir()) == ["mlp-lr0.05.json", "mlp-lr0.05.log.jsonl",
+                                                                    "mlp-lr0.05.pt"]
+    model = load_model("sfx/mlp-lr0.05.pt", device="cpu")
+    assert model.name == "mlp-lr0.05" and len(model.classes) == 10
+    assert json.loads((tmp_path / "sfx" / "mlp-lr0.05.json").read_text())["config"]["lr"] == 0.05
+
+
+@pytest.mark.parametrize("epochs", ["0", "-2"])
+def test_epochs_below_one_are_refused_before_any_data_or_file(cli, one_line_error, tmp_path, monkeypatch, epochs):
+    monkeypatch.setattr("foolkit.data.load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    one_line_error(cli("train", *TINY, "--epochs", epochs, "--out", tmp_path / "m.pt"),
+                   f"--epochs must be at least 1, got {epochs}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_run_offers_force_not_resume(cli, one_line_error, tmp_path):
+    out = tmp_path / "done.pt"
+    args = ("--model", "lenet", "--dataset", "mnist", "--subset", "64", "--epochs", "1", "--device", "cpu")
+    assert cli("train", *args, "--out", out).exit_code == 0
+    before = out.read_bytes()
+    r = cli("train", *args, "--out", out)
+    one_line_error(r, "done.pt exists", "--force to overwrite it", "choose another --out")
+    assert "--resume" not in r.stderr
+    r = cli("train", *args, "--out", out, "--resume")
+    one_line_error(r, "nothing to resume", "done.pt is a finished run", "--force", "choose another --out")
+    assert out.read_bytes() == before and not out.with_suffix(".ckpt").exists()
+
+
+@pytest.mark.parametrize("left_out, named", [
+    (("--model",), "missing option --model "),
+    (("--dataset",), "missing option --dataset "),
+    (("--model", "--dataset"), "missing options --model and --dataset"),
+])
+def test_a_new_run_without_model_or_dataset_is_one_line(cli, one_line_error, tmp_path, left_out, named):
+    args = [a for flag, value in zip(TINY[::2], TINY[1::2]) if flag not in left_out for a in (flag, value)]
+    one_line_error(cli("train", *args, "--epochs", "1", "--out", tmp_path / "m.pt"), named, "--resume")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_needs_only_out_and_keeps_the_original_command(cli, killed_run):
+    r = cli("train", "--out", killed_run, "--resume", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    meta = json.loads(killed_run.with_suffix(".json").read_text())
+    assert meta["arch"] == "lenet" and meta["dataset"] == "mnist" and meta["epochs"] == 3
+    assert meta["config"]["lr"] == 0.02 and meta["train_size"] == 100
+    assert meta["command"].startswith("foolkit train --model lenet --dataset mnist") and "--lr 0.02" in meta["command"]
+    assert "--resume" not in meta["command"]
+    assert meta["resumed_with"] == [f"foolkit train --out {killed_run} --resume --device cpu"]
+
+
+def test_resume_of_an_old_checkpoint_without_the_model_asks_for_it(cli, one_line_error, killed_run):
+    ckpt = killed_run.with_suffix(".ckpt")
+    edit_checkpoint(ckpt, lambda meta: meta["config"].__setitem__("extra", {}))
+    before = ckpt.read_bytes()
+    one_line_error(cli("train", "--out", killed_run, "--resume"), "does not record the run's --model",
+                   "pass the --model it was started with")
+    assert ckpt.read_bytes() == before and not killed_run.exists()
+    r = cli("train", "--model", "lenet", "--dataset", "mnist", "--out", killed_run, "--resume", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
