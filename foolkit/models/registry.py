@@ -263,8 +263,8 @@ def save_model(model: Classifier, path: str | os.PathLike[str], *, arch: str, ar
                extra: dict[str, Any] | None = None) -> Path:
     """Write ``PATH.pt`` (state dict) and ``PATH.json`` (sidecar) that :func:`load_model` reads back."""
     path = Path(path)
-    if path.suffix != ".pt":
-        path = path.with_suffix(".pt")
+    if path.suffix != ".pt":  # appended, not replaced: "mlp-lr0.05" → "mlp-lr0.05.pt"
+        path = path.with_name(path.name + ".pt")
     sidecar = {"name": path.stem, "arch": arch, "arch_kwargs": arch_kwargs or {}, "classes": model.classes,
                "input_size": list(model.input_size), "mean": model.mean.flatten().tolist(),
                "std": model.std.flatten().tolist(), "bounds": list(model.bounds), **(extra or {})}
