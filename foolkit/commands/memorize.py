@@ -29,6 +29,14 @@ def _positive(value: int | None, what: str) -> None:
         raise FoolkitError(f"{what} must be positive, got {value}")
 
 
+def _subsets(subset: int | None, test_subset: int | None) -> None:
+    """--subset counts training examples (0: all of them); --test-subset test examples (omitted: all)."""
+    if subset is not None and subset < 0:
+        raise FoolkitError(f"--subset must be >= 0 (0: all), got {subset}")
+    if test_subset is not None and test_subset <= 0:
+        raise FoolkitError(f"--test-subset must be positive (omit it for the whole test set), got {test_subset}")
+
+
 def _device(device: str) -> Any:
     from foolkit.utils import resolve_device
 
@@ -121,8 +129,7 @@ def randomize(dataset: str, subset: int, test_subset: int | None, model: str, va
                                decay_steps=decay_steps, seed=seed)
     _positive(epochs, "--epochs")
     _positive(batch_size, "--batch-size")
-    if subset is not None and subset < 0:
-        raise FoolkitError(f"--subset must be >= 0, got {subset}")
+    _subsets(subset, test_subset)
     settings.validate()
 
     def report(rec: dict[str, Any]) -> None:
@@ -180,6 +187,7 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
     else:
         regs, labs = _names(regularizers), _names(labels)
     _positive(epochs, "--epochs")
+    _subsets(subset, test_subset)
 
     def count() -> int:
         from foolkit.memorize.experiments import RunSettings
@@ -199,8 +207,10 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
     except KeyboardInterrupt:
         raise _interrupted("regularizers", out, "regularizers.json", "rows", count()) from None
     if as_json:
-        keys = ("regularizer", "variant", "model", "train_accuracy", "test_accuracy", "epochs_to_fit", "epochs", "seconds")
-        emit_json({"rows": [{k: r[k] for k in keys} for r in res["rows"]], "figure": res["figure"], "out": out})
+        keys = ("regularizer", "variant", "model", "train_accuracy", "test_accuracy", "epochs_to_fit", "epochs",
+                "chosen_epoch", "seconds")
+        emit_json({"rows": [{k: r.get(k) for k in keys} for r in res["rows"]], "skipped": res["skipped"],
+                   "figure": res["figure"], "out": out})
     else:
         click.echo(res["markdown"])
 
@@ -263,6 +273,7 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     from foolkit.memorize.minnorm import run_minnorm
 
     _positive(subset, "--subset")
+    _positive(test_subset, "--test-subset")
     _positive(sgd_subset, "--sgd-subset")
     _positive(sgd_epochs, "--sgd-epochs")
     if sigma is not None and not sigma > 0:

@@ -25,12 +25,19 @@ and a figure.
 Regulariser grid: ``none`` switches everything off (batch norm included, also for Inception,
 whose paper baseline keeps it); each other setting switches one on — ``dropout`` 0.5 on hidden
 units, ``weight-decay`` 5e-4, ``batchnorm``, ``crop`` (random crop of ±2 px, zero padding),
-``early-stopping`` (stop after 5 epochs without a better test accuracy; the row reports the
-best-test-accuracy epoch, the one early stopping keeps) — and ``all`` switches all of them on.
+``early-stopping`` — and ``all`` switches all of them on.
+
+Early stopping never looks at the test set: a fixed 10% of the variant's training set, drawn
+with the run's seed, is held out as validation and the network trains on the other 90%
+(``n_train``; the held-out count is ``n_val``). Training stops after 5 epochs without a better
+validation accuracy (or once the 90% are fitted); the row reports the train and test accuracy of
+the best-validation epoch, the one early stopping keeps (``chosen_epoch``, also the table's
+epochs column).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -40,9 +47,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from foolkit.data import say_capped
+from foolkit.data import data_changed, say_capped
 from foolkit.errors import FoolkitError
-from foolkit.memorize.randomize import Variant, make_variant, parse_variant
+from foolkit.memorize.randomize import Variant, channel_stats, make_variant, parse_variant
 from foolkit.models.archs import count_parameters
 from foolkit.models.registry import new_model
 from foolkit.models.training import TrainConfig, fit
@@ -53,6 +60,8 @@ DEFAULT_VARIANTS = ("true", "random-labels", "shuffled-pixels", "random-pixels",
 REGULARIZERS = ("none", "dropout", "weight-decay", "batchnorm", "crop", "early-stopping", "all")
 #: Regulariser strengths (the paper's Inception used weight decay and random crops; dropout 0.5 as usual).
 DROPOUT, WEIGHT_DECAY, EARLY_STOPPING_PATIENCE = 0.5, 5e-4, 5
+#: Share of the training set early stopping holds out as validation (drawn with the run's seed).
+VALIDATION_FRACTION = 0.1
 
 
 def default_lr(model: str) -> float:
@@ -90,16 +99,28 @@ class RunSettings:
     seed: int = 0
 
     def validate(self) -> None:
+        """Every check training would make, so that a run fails before its folder is written."""
         if self.model not in MODELS:
             raise FoolkitError(f"unknown model {self.model!r} for memorize; choose from {', '.join(MODELS)}")
         if self.epochs <= 0:
             raise FoolkitError(f"epochs must be positive, got {self.epochs}")
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                    or not self.lr > 0 or not math.isfinite(self.lr)):
+            raise FoolkitError(f"learning rate (--lr) must be a positive, finite number, got {self.lr}")
         if self.batch_size <= 0:
             raise FoolkitError(f"batch size must be positive, got {self.batch_size}")
         if self.decay_steps < 0:
             raise FoolkitError(f"decay steps must be >= 0, got {self.decay_steps}")
         if not 0 < self.lr_decay <= 1:
             raise FoolkitError(f"lr decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.momentum < 1:
+            raise FoolkitError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise FoolkitError(f"weight decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.augment not in ("none", "crop", "affine"):
+            raise FoolkitError(f"augment must be none, crop or affine, got {self.augment!r}")
+        if self.early_stopping < 0:
+            raise FoolkitError(f"early stopping patience must be >= 0, got {self.early_stopping}")
 
 
 def _set_threads() -> None:
@@ -107,6 +128,17 @@ def _set_threads() -> None:
     n = os.environ.get("FOOLKIT_THREADS")
     if n and n.isdigit():
         torch.set_num_threads(int(n))
+
+
+def holdout(n: int, seed: int, fraction: float = VALIDATION_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(fit, validation)`` splitting ``n`` training examples: ``round(fraction * n)`` (at
+    least one) drawn for validation by ``seed``, the same for every run with that seed; both sorted."""
+    if n < 2:
+        raise FoolkitError(f"early stopping holds out part of the training set as validation: it needs at least "
+                           f"2 training examples, got {n}")
+    n_val = min(n - 1, max(1, round(fraction * n)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 2017))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
 def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSettings, device: str | torch.device = "cpu",
@@ -117,37 +149,53 @@ def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSett
     the variant's own training labels), ``test_accuracy`` (true test labels), ``epochs_to_fit``
     / ``steps_to_fit`` (first epoch with 100% training accuracy, else None), ``seconds``, the
     hyperparameters, ``parameters`` and ``history`` (one dict per epoch from ``fit``).
+
+    With ``settings.early_stopping`` a seeded :data:`VALIDATION_FRACTION` of the training set is
+    held out (:func:`holdout`; ``n_val`` examples, ``n_train`` trained on), patience counts epochs
+    without a better validation accuracy, and the accuracies are those of the best-validation
+    epoch (``chosen_epoch``, with its ``val_accuracy``); otherwise ``chosen_epoch`` is the last.
     """
     settings.validate()
-    n = len(variant.y_train)
+    x_fit, y_fit = variant.x_train, variant.y_train
+    mean, std = variant.mean, variant.std
+    validation = None
+    if settings.early_stopping:
+        keep, val = holdout(len(variant.y_train), settings.seed)
+        x_fit, y_fit = variant.x_train[keep], variant.y_train[keep]
+        validation = (variant.x_train[val], variant.y_train[val])
+        if len(keep) > 1:  # normalise by what the network trains on
+            mean, std = channel_stats(x_fit)
+    n = len(y_fit)
     batch = settings.batch_size
     decay = epoch_decay(settings.lr_decay, n=n, batch_size=batch, decay_steps=settings.decay_steps)
     lr = settings.lr if settings.lr is not None else default_lr(settings.model)
     shape = tuple(int(s) for s in variant.x_train.shape[1:])
     with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG left untouched
         torch.manual_seed(settings.seed)
-        model = new_model(settings.model, classes=list(classes), input_size=shape, mean=variant.mean,  # type: ignore[arg-type]
-                          std=variant.std, device=device, **settings.arch_kwargs)
+        model = new_model(settings.model, classes=list(classes), input_size=shape, mean=mean,  # type: ignore[arg-type]
+                          std=std, device=device, **settings.arch_kwargs)
     config = TrainConfig(epochs=settings.epochs, batch_size=batch, lr=lr, momentum=settings.momentum,
                          weight_decay=settings.weight_decay, lr_decay=decay, augment=settings.augment,
                          seed=settings.seed, stop_at_fit=stop_at_fit, eval_train=True,
                          early_stopping=settings.early_stopping)
     t0 = time.time()
-    history = fit(model, variant.x_train, variant.y_train, config, test=(variant.x_test, variant.y_test),
+    history = fit(model, x_fit, y_fit, config, test=(variant.x_test, variant.y_test), validation=validation,
                   progress=progress, desc=f"{settings.model} {variant.name}")
     seconds = time.time() - t0
     fitted = next((h for h in history if h["train_accuracy"] >= 1.0), None)
     last = history[-1]
     chosen = last
-    if settings.early_stopping:  # early stopping reports the epoch it would keep: the best test accuracy
-        chosen = max(history, key=lambda h: h["test_accuracy"])
+    if validation is not None:  # the epoch early stopping keeps: the first with the best validation accuracy
+        chosen = max(history, key=lambda h: h["val_accuracy"])
     return {
         "variant": variant.name, "corruption": variant.corruption, "model": settings.model,
         "train_accuracy": chosen["train_accuracy"], "test_accuracy": chosen["test_accuracy"],
         "epochs_to_fit": fitted["epoch"] if fitted else None, "steps_to_fit": fitted["step"] if fitted else None,
         "seconds": seconds, "epochs": last["epoch"], "chosen_epoch": chosen["epoch"],
+        "val_accuracy": chosen.get("val_accuracy"),
         "final_train_loss": last["train_loss"], "changed_fraction": variant.changed_fraction,
-        "replaced_fraction": float(variant.replaced.float().mean()), "n_train": n, "n_test": len(variant.y_test),
+        "replaced_fraction": float(variant.replaced.float().mean()), "n_train": n,
+        "n_val": len(validation[1]) if validation is not None else 0, "n_test": len(variant.y_test),
         "parameters": count_parameters(model), "lr": lr, "lr_decay": settings.lr_decay, "decay_steps": settings.decay_steps,
         "lr_decay_per_epoch": decay, "momentum": settings.momentum,
         "batch_size": batch, "weight_decay": settings.weight_decay, "augment": settings.augment,
@@ -259,25 +307,45 @@ def expand_variants(variants: Sequence[str], corrupt: Sequence[float] = ()) -> l
     return out
 
 
+def _check_subsets(subset: int | None, test_subset: int | None) -> None:
+    """Subset sizes are positive or None (all); the error names the option."""
+    for name, value in (("subset", subset), ("test_subset", test_subset)):
+        if value is not None and value <= 0:
+            raise FoolkitError(f"{_OPTIONS[name]} must be positive, got {value}")
+
+
 def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings, *, resume: bool, results: str,
-           key: str, device: str | torch.device, data_dir: str | None,
-           progress: bool) -> tuple[Split, list[dict[str, Any]]]:
+           key: str, device: str | torch.device, data_dir: str | None, progress: bool,
+           min_train: int = 1) -> tuple[Split, list[dict[str, Any]]]:
     """Refuse to start a new run over an old one; load the data of ``config`` and check the model on
-    it; only then write the run folder (a failed start leaves nothing; a subset bigger than the
-    data is said once those checks pass). Returns the data and the records a resumed run has
-    already written (``results[key]``)."""
+    it (and, on resume, that they are the data the run started with); only then write the run
+    folder (a failed start leaves nothing; a subset bigger than the data is said once those checks
+    pass). ``min_train``: the fewest training examples the runs need. Returns the data and the
+    records a resumed run has already written (``results[key]``)."""
     if run_dir is not None and not resume:
         _refuse_existing(run_dir)
+    _check_subsets(config["subset"], config["test_subset"])
     split = load_split(config["dataset"], subset=config["subset"], test_subset=config["test_subset"],
                        seed=config["seed"], data_dir=data_dir)
+    if len(split.y_train) < min_train:
+        raise FoolkitError(f"early stopping holds out part of the training set as validation: it needs at least "
+                           f"{min_train} training examples, {config['dataset']} has {len(split.y_train)}")
+    done: list[dict[str, Any]] = []
+    if run_dir is not None and resume and run_dir.file(results).exists():
+        saved = read_json(run_dir.file(results))
+        if not isinstance(saved, dict) or not isinstance(saved.get(key), list):
+            raise FoolkitError(f"{run_dir.file(results)} is not the results file of a memorize run")
+        saved_data = saved.get("data")
+        changed = data_changed(saved_data, split.data) if isinstance(saved_data, dict) else None
+        if changed:
+            raise FoolkitError(f"cannot resume {run_dir.path} with other data: {changed}; pass the --data-dir "
+                               f"it was started with")
+        done = saved[key]
     _probe_model(settings, split.x_train, split.classes, device)
     if progress:
         say_capped(config["dataset"], split.data)
-    done: list[dict[str, Any]] = []
     if run_dir is not None and not resume:
         run_dir.create(config, resume=False)
-    elif run_dir is not None and run_dir.file(results).exists():
-        done = read_json(run_dir.file(results))[key]
     return split, done
 
 
@@ -308,7 +376,7 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         settings = RunSettings(**config["settings"])
         settings.validate()
     split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
-                         data_dir=data_dir, progress=progress)
+                         data_dir=data_dir, progress=progress, min_train=2 if settings.early_stopping else 1)
     x_tr, y_tr, x_te, y_te, classes, data = split
     done = {r["variant"] for r in runs}
     for name in names:
@@ -438,6 +506,12 @@ def regularizer_settings(name: str, base: RunSettings) -> RunSettings | None:
     return s
 
 
+def skipped_regularizers(regularizers: Sequence[str], model: str) -> list[str]:
+    """The ``regularizers`` that ``model`` has no switch for (:func:`regularizer_settings` gives None)."""
+    base = RunSettings(model=model)
+    return [r for r in regularizers if regularizer_settings(r, base) is None]
+
+
 def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_subset: int | None = None,
                      model: str = "mlp1x512", regularizers: Sequence[str] = REGULARIZERS,
                      labels: Sequence[str] = ("true", "random-labels"), epochs: int = 400, seed: int = 0,
@@ -445,7 +519,10 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
                      data_dir: str | None = None, progress: bool = False,
                      on_run: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The regulariser grid (Table 1): each regulariser on its own (and ``all``), on true and on
-    random labels. Returns ``{"rows": [...], "markdown": str, "figure": path|None}``."""
+    random labels. Returns ``{"rows": [...], "markdown": str, "figure": path|None, "skipped": [...]}``:
+    ``skipped`` names the regularisers the model has no switch for (LeNet: ``batchnorm``), said
+    on stderr (with ``progress``) and under the table; when that is all of them, nothing runs and
+    the error says so."""
     _set_threads()
     base = RunSettings(model=model, epochs=epochs, seed=seed)
     base.validate()
@@ -462,37 +539,54 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         epochs, seed = config["epochs"], config["seed"]
         base = RunSettings(model=model, epochs=epochs, seed=seed)
         base.validate()
+    skipped = skipped_regularizers(config["regularizers"], model)
+    applied = [r for r in config["regularizers"] if r not in skipped]
+    why = "LeNet has no batch norm" if model == "lenet" else f"{model} has no switch for {', '.join(skipped)}"
+    if not applied:
+        raise FoolkitError(f"no requested regulariser applies to {model} ({why}): nothing to run; "
+                           f"choose other --regularizers")
+    needs_val = any(regularizer_settings(r, base).early_stopping for r in applied)  # type: ignore[union-attr]
     split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
-                         data_dir=data_dir, progress=progress)
+                         data_dir=data_dir, progress=progress, min_train=2 if needs_val else 1)
+    if skipped and progress:
+        import sys
+
+        print(f"foolkit: skipping {', '.join(skipped)}: {why}", file=sys.stderr)
     x_tr, y_tr, x_te, y_te, classes, data = split
+    # early-stopping rows saved before it held out validation chose their epoch by test accuracy: run them again
+    rows = [r for r in rows if not (r.get("early_stopping") and "n_val" not in r)]
     done = {(r["regularizer"], r["variant"]) for r in rows}
     for lab in config["labels"]:
         v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
-        for reg in config["regularizers"]:
+        for reg in applied:
             if (reg, v.name) in done:
                 continue
             s = regularizer_settings(reg, base)
-            if s is None:
-                continue
+            assert s is not None
             rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress)
             rec.update(regularizer=reg, dataset=dataset)
             rows.append(rec)
             if run_dir is not None:
-                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows})
+                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows,
+                                                                      "skipped": skipped})
                 run_dir.log({k: val for k, val in rec.items() if k != "history"})
             if on_run is not None:
                 on_run(rec)
     md = regularizer_markdown(rows, title=f"{model} on {dataset} ({len(y_tr)} train / {len(y_te)} test)")
+    if skipped:
+        md += f"\nNot run: {', '.join(skipped)} ({why}).\n"
     figure = None
     if run_dir is not None:
         figure = plot_regularizers(rows, run_dir.file("regularizers.png"), title=f"{model} on {dataset}")
         atomic_write_text(run_dir.file("regularizers.md"), md)
-        atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows, "figure": figure})
-    return {"rows": rows, "markdown": md, "figure": figure}
+        atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows,
+                                                              "figure": figure, "skipped": skipped})
+    return {"rows": rows, "markdown": md, "figure": figure, "skipped": skipped}
 
 
 def regularizer_markdown(rows: Sequence[dict[str, Any]], *, title: str = "") -> str:
-    """A Table-1-like Markdown table: one line per regulariser, train / test accuracy (%) per label kind."""
+    """A Table-1-like Markdown table: one line per regulariser, train / test accuracy (%) per label kind
+    and the epochs: to fit (else all run), or, with early stopping, the epoch it kept."""
     kinds = list(dict.fromkeys(r["variant"] for r in rows))
     regs = list(dict.fromkeys(r["regularizer"] for r in rows))
     by = {(r["regularizer"], r["variant"]): r for r in rows}
@@ -505,11 +599,19 @@ def regularizer_markdown(rows: Sequence[dict[str, Any]], *, title: str = "") -> 
             r = by.get((reg, k))
             if r is None:
                 cells += ["–", "–", "–"]
+            elif r.get("early_stopping") and r.get("chosen_epoch"):  # the epoch early stopping kept, as reported
+                fit_mark = "" if r["train_accuracy"] >= 1.0 else " (not fitted)"
+                cells += [f"{100 * r['train_accuracy']:.2f}{fit_mark}", f"{100 * r['test_accuracy']:.2f}",
+                          str(r["chosen_epoch"])]
             else:
                 fit_mark = "" if r["epochs_to_fit"] else " (not fitted)"
                 cells += [f"{100 * r['train_accuracy']:.2f}{fit_mark}", f"{100 * r['test_accuracy']:.2f}",
                           str(r["epochs_to_fit"] or r["epochs"])]
         lines.append(f"| {reg} | " + " | ".join(cells) + " |")
+    held = next((r for r in rows if r.get("n_val")), None)
+    if held is not None:
+        lines += ["", f"Early stopping trains on {held['n_train']} examples and holds out {held['n_val']} as "
+                      f"validation; its rows show the epoch with the best validation accuracy."]
     return "\n".join(lines) + "\n"
 
 
@@ -548,6 +650,7 @@ def fit_ratio(runs: Sequence[dict[str, Any]], slow: str = "random-labels", fast:
     return a["epochs_to_fit"] / b["epochs_to_fit"]
 
 
-__all__ = ["MODELS", "DEFAULT_VARIANTS", "REGULARIZERS", "RunSettings", "default_lr", "epoch_decay",
-           "train_variant", "run_randomization", "run_regularizers", "plot_figure1", "plot_regularizers",
-           "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split", "Split", "saved_config"]
+__all__ = ["MODELS", "DEFAULT_VARIANTS", "REGULARIZERS", "RunSettings", "default_lr", "epoch_decay", "holdout",
+           "train_variant", "run_randomization", "run_regularizers", "skipped_regularizers", "plot_figure1",
+           "plot_regularizers", "regularizer_markdown", "summarize", "fit_ratio", "expand_variants", "load_split",
+           "Split", "saved_config"]

@@ -41,7 +41,10 @@ class TrainConfig:
     seed: int = 0
     stop_at_fit: bool = False      #: stop once training accuracy reaches 100%
     eval_train: bool = False       #: measure train accuracy in eval mode on the whole set (else running accuracy)
-    early_stopping: int = 0        #: stop when test accuracy has not improved for this many epochs (0: off)
+    #: stop when validation accuracy (``fit(validation=...)``) has not improved for this many epochs
+    #: (0: off). Never the test accuracy: choosing by the test set would bias the test accuracy
+    #: reported; without validation data the patience never runs out.
+    early_stopping: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -108,15 +111,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
 
 
 def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig, *,
-        test: tuple[torch.Tensor, torch.Tensor] | None = None, perturb: Perturb | None = None,
+        test: tuple[torch.Tensor, torch.Tensor] | None = None,
+        validation: tuple[torch.Tensor, torch.Tensor] | None = None, perturb: Perturb | None = None,
         checkpoint: str | Path | None = None, resume: bool = False,
         on_epoch: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
         desc: str = "train") -> list[dict[str, Any]]:
     """Train ``model`` on images ``x`` (float ``(N, C, H, W)`` in [0, 1]) and labels ``y``.
 
     Each epoch produces one record ``{"epoch", "step", "lr", "train_loss", "train_accuracy",
-    "test_accuracy", "test_loss", "seconds"}`` passed to ``on_epoch`` and returned in the
-    history. With ``checkpoint`` the model, optimiser, history and config are saved there
+    "test_accuracy", "test_loss", "seconds"}`` (plus ``"val_accuracy"`` and ``"val_loss"``
+    when ``validation`` images and labels are given) passed to ``on_epoch`` and returned in the
+    history. ``config.early_stopping`` counts epochs without a better validation accuracy; the
+    test set is only measured, never used to decide anything.
+    With ``checkpoint`` the model, optimiser, history and config are saved there
     atomically after every epoch; ``resume=True`` continues from it. Randomness (batch order,
     augmentation, dropout) is drawn per epoch from ``config.seed``, so a resumed run repeats
     exactly what an uninterrupted one does.
@@ -143,13 +150,19 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
         history = meta["history"]
         start_epoch = int(meta["epoch"])
     n = len(y)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    best_test, stale = -1.0, 0
-    for rec in history:  # the patience counter as the loop below left it: epochs without a test don't count
-        if rec.get("test_accuracy") is None:
+    starts = list(range(0, n, config.batch_size))
+    if n - (starts[-1] if starts else 0) == 1 and _has_batchnorm(model):
+        if len(starts) < 2:
+            raise FoolkitError("a network with batch norm cannot train on a single example")
+        starts.pop()  # batch norm cannot train on a batch of one: the last batch takes the example left over
+    batches = list(zip(starts, starts[1:] + [n]))
+    steps_per_epoch = max(1, len(batches))
+    best_val, stale = -1.0, 0
+    for rec in history:  # the patience counter as the loop below left it: epochs without validation don't count
+        if rec.get("val_accuracy") is None:
             continue
-        if rec["test_accuracy"] > best_test:
-            best_test, stale = rec["test_accuracy"], 0
+        if rec["val_accuracy"] > best_val:
+            best_val, stale = rec["val_accuracy"], 0
         else:
             stale += 1
     if history and _should_stop(history[-1], config, stale):
@@ -169,8 +182,8 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
                 torch.manual_seed(config.seed * 7919 + epoch)  # dropout masks, reproducible per epoch
                 loss_sum = torch.zeros((), device=dev)
-                for i in range(0, n, config.batch_size):
-                    idx = order[i:i + config.batch_size]
+                for i, j in batches:
+                    idx = order[i:j]
                     xb, yb = augment_batch(x[idx], config.augment, g), y[idx]
                     if perturb is not None:
                         model.eval()
@@ -192,13 +205,16 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
             rec = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr, "train_loss": total_loss,
                    "train_accuracy": train_acc, "test_accuracy": test_acc, "test_loss": test_loss,
                    "seconds": time.time() - t0}
-            history.append(rec)
-            if test_acc is not None:
-                if test_acc > best_test:
-                    best_test, stale = test_acc, 0
+            if validation is not None:
+                val_acc, val_loss = evaluate(model, *validation)
+                rec.update(val_accuracy=val_acc, val_loss=val_loss, seconds=time.time() - t0)
+                if val_acc > best_val:
+                    best_val, stale = val_acc, 0
                 else:
                     stale += 1
+            history.append(rec)
             bar.set_postfix(loss=f"{total_loss:.3f}", train=f"{train_acc:.3f}",
+                            **({"val": f"{rec['val_accuracy']:.3f}"} if validation is not None else {}),
                             **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
             if checkpoint is not None:
                 save_checkpoint(checkpoint, meta={"epoch": epoch + 1, "history": history, "config": asdict(config)},
@@ -211,6 +227,10 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
         bar.close()
         model.eval()
     return history
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _should_stop(rec: dict[str, Any], config: TrainConfig, stale: int) -> bool:

@@ -76,6 +76,20 @@ def test_randomize_json_and_files(cli, tmp_path):
     (("expressivity", "--n", "1000000", "--d", "784"), "memory"),
     (("minnorm", "--kernel", "rbf"), "rbf"),
     (("minnorm", "--sigma", "-1"), "--sigma"),
+    (("randomize", "--test-subset", "0"), "--test-subset must be positive"),
+    (("randomize", "--test-subset", "-3"), "--test-subset must be positive"),
+    (("randomize", "--subset", "-3"), "--subset must be >= 0"),
+    (("regularizers", "--test-subset", "0"), "--test-subset must be positive"),
+    (("regularizers", "--test-subset", "-3"), "--test-subset must be positive"),
+    (("regularizers", "--subset", "-3"), "--subset must be >= 0"),
+    (("minnorm", "--test-subset", "0"), "--test-subset must be positive"),
+    (("minnorm", "--test-subset", "-3"), "--test-subset must be positive"),
+    (("minnorm", "--subset", "0"), "--subset must be positive"),
+    (("randomize", "--lr", "-1"), "--lr"),
+    (("randomize", "--lr", "0"), "--lr"),
+    (("randomize", "--lr", "nan"), "--lr"),
+    (("randomize", "--lr", "inf"), "--lr"),
+    (("regularizers", "--model", "lenet", "--regularizers", "batchnorm"), "no requested regulariser applies to lenet"),
 ])
 def test_error_paths_are_one_line(cli, one_line_error, args, fragment):
     one_line_error(cli("memorize", *args), fragment)

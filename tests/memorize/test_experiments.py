@@ -100,3 +100,14 @@ def test_regularizer_grid_table_and_figure(tmp_path):
     assert open(res["figure"], "rb").read(4) == b"\x89PNG"
     row = dict(res["rows"][0], train_accuracy=1.0, test_accuracy=0.5, epochs_to_fit=3)
     assert "| none | 100.00 | 50.00 | 3 |" in regularizer_markdown([row])
+
+
+def test_batchnorm_trains_when_one_example_is_left_over(small):
+    """129 examples in batches of 128: batch norm cannot train on the last batch of one, so it joins the one before."""
+    x, y, xt, yt = small
+    v = make_variant("true", x[:129], y[:129], xt[:50], yt[:50], num_classes=10, seed=0)
+    s = regularizer_settings("batchnorm", RunSettings(model="mlp1x512", epochs=2, batch_size=128))
+    rec = train_variant(v, classes=list("0123456789"), settings=s)
+    assert [h["step"] for h in rec["history"]] == [1, 2] and rec["n_train"] == 129
+    plain = train_variant(v, classes=list("0123456789"), settings=regularizer_settings("none", s))
+    assert [h["step"] for h in plain["history"]] == [2, 4]  # without batch norm the batches are as before

