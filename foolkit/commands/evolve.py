@@ -75,6 +75,9 @@ def parse_classes(text: str) -> list[int | str] | None:
 @click.option("--cppn-activations", "activations_text", default=None, metavar="LIST",
               help="CPPN node activations, from sine,sigmoid,gaussian,linear,cosine,abs "
                    "[default: the paper's sine,sigmoid,gaussian,linear].")
+@click.option("--cppn-hidden", type=int, default=None, metavar="N",
+              help="Hidden-node capacity of each CPPN; add-node does nothing in a full one (see the log's "
+                   "hidden_full) [default: 16].")
 @click.option("--halve-every", type=int, default=None, metavar="K",
               help="Halve the per-gene mutation rate every K generations, as in the paper [default: never].")
 @click.option("--paper", "paper_ops", is_flag=True,
@@ -94,7 +97,8 @@ def parse_classes(text: str) -> list[int | str] | None:
 @device_option
 def evolve(model_name: str, weights: str | None, encoding: str | None, method: str | None, generations: int | None,
            population: int | None, classes_text: str | None, size: tuple[int, int] | None, gray: bool | None,
-           crops: str | None, selection: str | None, activations_text: str | None, halve_every: int | None,
+           crops: str | None, selection: str | None, activations_text: str | None, cppn_hidden: int | None,
+           halve_every: int | None,
            paper_ops: bool,
            batch_size: int | None, seed: int | None, out: str | None,
            checkpoint_every: int | None, time_limit: str | None, until_text: str | None, resume: bool,
@@ -116,7 +120,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         "classes": parse_classes(classes_text) if classes_text is not None else None,
         "size": tuple(size) if size else None, "channels": 1 if gray else None,
         "crops": int(crops) if crops is not None else None, "selection": selection, "batch_size": batch_size,
-        "halve_every": halve_every,
+        "halve_every": halve_every, "cppn_hidden": cppn_hidden,
         "cppn_activations": [a.strip() for a in activations_text.split(",")] if activations_text is not None else None,
         "seed": seed, "checkpoint_every": checkpoint_every,
     }

@@ -75,7 +75,8 @@ class Archive:
         """
         if scores.shape[1] != self.cells:
             raise ValueError(f"scores have {scores.shape[1]} cells, archive has {self.cells}")
-        best, arg = scores.nan_to_num(nan=float("-inf")).max(dim=0)
+        # NaN as -inf (nan_to_num would also turn -inf into the lowest finite float, filling empty cells)
+        best, arg = torch.where(scores.isnan(), float("-inf"), scores).max(dim=0)
         improved = best > self.fitness
         gain = torch.where(improved, best - self.fitness, torch.zeros_like(best))
         source = torch.where(improved, arg, torch.full_like(arg, -1))

@@ -22,6 +22,11 @@ Mutations follow the paper's Sferes settings (REFERENCES.md): polynomial weight 
 genome add connection 0.5, delete connection 0.3, change connection 0.5, add node 0.5, delete
 node 0.2. Each structural mutation picks its edge or slot for every genome at once (one random
 number per genome, :func:`_pick`) and then edits only the genomes that take it.
+
+Differences from the original Sferes code (README, "foolkit evolve"): activations all map to
+[-1, 1] (Sferes: Gaussian ``exp(-z²)`` in [0, 1], linear ``clamp(z, -3, 3) / 3``); slot order makes
+every CPPN feed-forward; change-connection is one try per genome; a split connection's new
+incoming edge gets weight 1; and ``hidden`` caps the hidden nodes.
 """
 
 from __future__ import annotations
@@ -478,7 +483,9 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
 
 
 def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, float]:
-    """Mean hidden nodes and enabled connections per genome (for logs)."""
-    hidden = genomes["alive"].sum(1).float().mean() - NUM_INPUTS - spec.outputs
-    nodes, connections = torch.stack([hidden, genomes["on"].sum((1, 2)).float().mean()]).tolist()  # one host sync
-    return {"hidden_nodes": nodes, "connections": connections}
+    """Mean hidden nodes and enabled connections per genome, and the share of genomes whose hidden
+    slots are all taken (add-node cannot grow them: raise ``hidden`` if it is high), for logs."""
+    hidden = genomes["alive"].sum(1).float() - NUM_INPUTS - spec.outputs
+    stats = torch.stack([hidden.mean(), genomes["on"].sum((1, 2)).float().mean(), (hidden >= spec.hidden).float().mean()])
+    nodes, connections, full = stats.tolist()  # one host sync
+    return {"hidden_nodes": nodes, "connections": connections, "hidden_full": full}

@@ -140,7 +140,7 @@ class MapElites:
         """``(K, C, H, W)`` quantised images of the elites (zeros for empty cells)."""
         if self.archive.genomes is None:
             c = self.encoding.channels
-            return torch.zeros(len(self.classes), c, *self.encoding.size)
+            return torch.zeros(len(self.classes), c, *self.encoding.size, device=self.model.device)
         n = self.archive.cells
         bs = self.config.genomes_per_forward
         return torch.cat([quantize(self.encoding.decode(take(self.archive.genomes, slice(i, i + bs))))

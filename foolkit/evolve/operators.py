@@ -117,7 +117,11 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
         among = mask.expand_as(x).reshape(-1).nonzero().squeeze(1)
         pick = among.index_select(0, bernoulli_indices(among.numel(), rate, gen, x.device))
     values = flat.index_select(0, pick)  # index_select / index_copy_: several times faster than x[idx] on CPU
-    eta_v = eta.expand_as(x).reshape(-1).index_select(0, pick) if isinstance(eta, torch.Tensor) else eta
+    eta_v: float | torch.Tensor = eta
+    if isinstance(eta, torch.Tensor) and eta.numel() == x.shape[0] and x.dim() > 1:  # per individual: by row,
+        eta_v = eta.reshape(-1).index_select(0, torch.div(pick, flat.numel() // x.shape[0], rounding_mode="floor"))
+    elif isinstance(eta, torch.Tensor):  # without a population-sized copy of it
+        eta_v = eta.expand_as(x).reshape(-1).index_select(0, pick)
     flat.index_copy_(0, pick, polynomial_step(values, uniform_like(values, gen), eta=eta_v, low=low, up=up))
     return x
 

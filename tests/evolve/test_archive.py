@@ -50,6 +50,17 @@ def test_nan_scores_neither_win_nor_block_a_cell() -> None:
     assert arch.genomes["pixels"][:2, 0].tolist() == [0.0, 1.0]
 
 
+def test_minus_infinity_scores_leave_a_cell_empty() -> None:
+    """Gradient ascent scores every image -inf outside its own cell: such a column must not fill
+    the cell (with the lowest float and row 0's genome), whatever NaN sits beside it."""
+    arch = Archive(3)
+    inf = float("-inf")
+    upd = arch.add({"pixels": torch.arange(3.0).view(3, 1)},
+                   torch.tensor([[-0.1, inf, inf], [inf, float("nan"), inf], [inf, inf, inf]]), 1)
+    assert upd.improved.tolist() == [True, False, False] and upd.count == 1
+    assert arch.occupied.tolist() == [True, False, False] and arch.found.tolist() == [1, 0, 0]
+
+
 def test_fitness_keeps_ranking_past_float32_softmax_saturation() -> None:
     from foolkit.evolve.scoring import log_softmax
 

@@ -206,3 +206,14 @@ def test_gradient_needs_no_population(cli, tmp_path: Path) -> None:
             "--out", tmp_path / "g", "--device", "cpu", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["method"] == "gradient"
+
+
+def test_cppn_hidden_capacity_is_an_option_and_its_use_is_logged(cli, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    r = cli("evolve", "-m", "lenet-mnist", "--encoding", "cppn", "--cppn-hidden", "2", "-g", "12", "-p", "20",
+            "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["cppn_hidden"] == 2
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(rec["hidden_nodes"] <= 2 and 0 <= rec["hidden_full"] <= 1 for rec in log)
+    assert log[-1]["hidden_full"] > 0  # twelve generations of add-node (p = 0.5) fill two slots

@@ -49,6 +49,17 @@ def test_polynomial_bounds_rate_and_determinism() -> None:
     assert a.min() >= 0 and a.max() <= 1
 
 
+def test_a_per_individual_eta_is_each_rows_own() -> None:
+    """η per individual ``(P, 1, 1, 1)`` is read by row, not through a population-sized copy: the
+    same draws as one mutation per row with that row's η."""
+    x = torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(1))
+    eta = torch.tensor([0.5, 2.0, 15.0, 30.0, 100.0, 5.0]).view(6, 1, 1, 1)
+    a = polynomial_mutation_(x.clone(), rate=0.5, eta=eta, low=0.0, up=1.0, gen=torch.Generator().manual_seed(2))
+    b = polynomial_mutation_(x.clone(), rate=0.5, eta=eta.expand_as(x).contiguous(), low=0.0, up=1.0,
+                             gen=torch.Generator().manual_seed(2))  # a full-size η: the general path
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
 def test_polynomial_mask_limits_which_genes_mutate_not_their_rate() -> None:
     g = torch.Generator().manual_seed(4)
     x = torch.rand(50, 21, 21, generator=g) * 2 - 1
