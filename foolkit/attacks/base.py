@@ -478,12 +478,16 @@ def to_grid(v: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float], how: 
     scale = 255.0 / (hi - lo)
     u = (v - lo) * scale
     d = v - x
+    nearest = u.round()
+    # a value already on the grid comes back a hair off an integer for bounds other than [0, 1] or
+    # [0, 255] (e.g. [-1, 1]): floor / ceil would move it a whole level, so such values are snapped
+    u = torch.where((u - nearest).abs() < 1e-4, nearest, u)  # float32 round-off: ~1e-5 of a level
     if how == "nearest":
-        u = u.round()
+        u = nearest
     elif how == "toward":
-        u = torch.where(d > 0, u.floor(), torch.where(d < 0, u.ceil(), u.round()))
+        u = torch.where(d > 0, u.floor(), torch.where(d < 0, u.ceil(), nearest))
     elif how == "away":
-        u = torch.where(d > 0, u.ceil(), torch.where(d < 0, u.floor(), u.round()))
+        u = torch.where(d > 0, u.ceil(), torch.where(d < 0, u.floor(), nearest))
     else:
         raise ValueError(f"unknown rounding {how!r}")
     return (u / scale + lo).clamp(lo, hi)

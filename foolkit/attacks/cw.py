@@ -14,7 +14,8 @@ class CarliniWagner(Attack):
     round of c (a large start moves the saturated background pixels of tanh space; the decay then
     settles near the boundary — with 20 steps a round this took C&W from 28% to 100% success on
     the PGD-trained LeNet); ``confidence``: κ, the logit margin the
-    adversarial class must win by."""
+    adversarial class must win by (C&W's own κ; the ``confidence=`` of the call is a probability,
+    see :class:`~foolkit.attacks.base.Attack`)."""
 
     name = "cw"
     norm = "l2"

@@ -19,7 +19,8 @@ from foolkit.attacks.base import DUAL, Attack, Problem, check_count, check_norm,
 
 class DeepFool(Attack):
     """``norm``: "l2" | "linf"; ``steps``: max iterations; ``overshoot``: final push beyond the
-    boundary; ``candidates``: how many top classes (by clean logits) are considered per sample."""
+    boundary; ``candidates``: how many classes besides the current one (the top ones by clean logits) are
+    considered per sample (Foolbox and the original code count the current class among theirs)."""
 
     name = "deepfool"
 

@@ -131,6 +131,8 @@ class LBFGS(Attack):
                 ok = ~accepted & (f_trial <= f + 1e-4 * (g * (trial - r)).sum(dim=1))
                 r_new = torch.where(ok.unsqueeze(1), trial, r_new)
                 accepted |= ok
+                if bool(accepted.all()):  # every sample has its step: more trials would re-evaluate the same points
+                    break
                 t = torch.where(accepted, t, t * 0.5)
             f_new, g_new = evaluate(r_new, True)
             s, y = r_new - r, g_new - g

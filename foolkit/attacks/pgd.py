@@ -20,8 +20,8 @@ class PGD(Attack):
 
     ``eps``: budget in ``norm`` ("linf" | "l2"); ``steps``: iterations per restart;
     ``step_size``: default ``2.5 · eps / steps``; ``random_start``: start uniformly in the
-    ball (L∞) or at a random point of it (L2); ``restarts``: extra random starts for samples
-    still not adversarial; ``loss``: "ce" (cross-entropy) or "margin" (logit difference).
+    ball (L∞) or at a random point of it (L2); ``restarts``: runs in all (1: no restart; each
+    further one a new random start for the samples still not adversarial); ``loss``: "ce" (cross-entropy) or "margin" (logit difference).
     """
 
     name = "pgd"
@@ -99,8 +99,10 @@ class PGD(Attack):
 
 
 class BIM(PGD):
-    """Basic iterative method: PGD from the clean image (no random start, one run) with
-    Kurakin et al.'s schedule, total step length ``1.25 · eps`` (``step_size = 1.25 · eps / steps``)."""
+    """Basic iterative method: PGD from the clean image (no random start, one run), 10 steps of
+    ``1.25 · eps / steps`` by default (total step length ``1.25 · eps``, the bound of Kurakin et
+    al.'s schedule; theirs takes steps of 1/255 and ``min(255·eps + 4, 1.25 · 255·eps)`` of them:
+    pass ``steps`` and ``step_size`` for that)."""
 
     name = "bim"
 

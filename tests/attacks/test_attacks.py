@@ -146,6 +146,17 @@ def test_rounding_toward_never_lengthens():
     assert ((a - x).abs() >= (adv - x).abs() - 1e-7).all()
 
 
+@pytest.mark.parametrize("bounds", [(0.0, 1.0), (-1.0, 1.0), (-0.5, 0.5), (-2.1179, 2.64), (0.0, 255.0)])
+def test_rounding_leaves_grid_points_where_they_are(bounds):
+    """A value already on the 8-bit grid of any bounds stays put under every rounding (float
+    round-off must not let floor / ceil move it a whole level)."""
+    lo, hi = bounds
+    grid = lo + torch.arange(256, dtype=torch.float32) * ((hi - lo) / 255)
+    x = torch.full_like(grid, (lo + hi) / 2)  # the perturbation points up for half, down for half
+    for how in ("nearest", "toward", "away"):
+        assert torch.allclose(to_grid(grid, x, bounds, how), grid, rtol=0, atol=1e-6 * (hi - lo)), how
+
+
 def test_model_mode_restored_and_counts(lenet, digits):
     x, y = digits
     lenet.train()
