@@ -84,3 +84,21 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
 @pytest.fixture
 def one_line_error():
     return assert_one_line_error
+
+
+@pytest.fixture
+def interrupt_on_call(monkeypatch: pytest.MonkeyPatch):
+    """``interrupt_on_call(owner, "name", n=2)``: the ``n``-th call of ``owner.name`` raises
+    KeyboardInterrupt, as Ctrl-C would in the middle of a command; every other call runs as usual."""
+    def patch(owner: object, name: str, n: int = 2) -> None:
+        real, calls = getattr(owner, name), []
+
+        def interrupted(*args: object, **kwargs: object) -> object:
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, interrupted)
+
+    return patch

@@ -217,18 +217,10 @@ def test_noise_amplification_caption():
     assert _amplification(0.01) == "50" and _amplification(0.25) == "2" and _amplification(1.0) == "0.5"
 
 
-def test_ctrl_c_says_what_was_written(cli, one_line_error, digit_png, tmp_path, monkeypatch):
+def test_ctrl_c_says_what_was_written(cli, one_line_error, digit_png, tmp_path, interrupt_on_call):
     import foolkit.commands.attack as attack_cmd
 
-    real, calls = attack_cmd._attack_one, []
-
-    def second_interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(attack_cmd, "_attack_one", second_interrupted)
+    interrupt_on_call(attack_cmd, "_attack_one")  # Ctrl-C during the second image
     r = cli("attack", *digit_png, "--model", "lenet-mnist", "--steps", "10", "--out", tmp_path / "o")
     one_line_error(r, "interrupted after 1 of 2 images", str(tmp_path / "o"))
     assert r.exit_code == 130 and "seven.png" in r.stdout  # the finished image's row

@@ -157,17 +157,8 @@ def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(cli, one_l
 
 
 @pytest.mark.parametrize("with_out", [True, False])
-def test_ctrl_c_says_what_is_saved_and_how_to_continue(cli, monkeypatch, tmp_path, with_out):
-    real = experiments.train_variant
-    calls = []
-
-    def second_is_interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(experiments, "train_variant", second_is_interrupted)
+def test_ctrl_c_says_what_is_saved_and_how_to_continue(cli, interrupt_on_call, tmp_path, with_out):
+    interrupt_on_call(experiments, "train_variant")  # Ctrl-C during the second variant
     out = tmp_path / "ci"
     args = ["memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true,random-labels",
             "--epochs", "1", "--json"]
@@ -179,8 +170,7 @@ def test_ctrl_c_says_what_is_saved_and_how_to_continue(cli, monkeypatch, tmp_pat
         assert "nothing was saved" in last
         return
     assert "1 of 2 runs" in last and f"foolkit memorize randomize --out {out} --resume" in last
-    monkeypatch.setattr(experiments, "train_variant", real)
-    r = cli("memorize", "randomize", "--out", out, "--resume", "--json")
+    r = cli("memorize", "randomize", "--out", out, "--resume", "--json")  # (the third call is not interrupted)
     assert r.exit_code == 0, r.stderr
     assert [x["variant"] for x in json.loads(r.stdout)["runs"]] == ["true", "random-labels"]
 
