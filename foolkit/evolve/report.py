@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ def format_confidence(c: float) -> str:
     return f"{math.floor(c * 100 * 10**digits) / 10**digits:.{digits}f}%"
 
 
+def caption_name(name: str, width: int = 18) -> str:
+    """A class name on at most two lines of ``width`` characters (an ImageNet name such as "great
+    white shark, white shark" keeps its first words, not 18 characters of them)."""
+    lines = textwrap.wrap(name, width=width, max_lines=2, placeholder="…", break_long_words=True)
+    return "\n".join(lines) or "?"
+
+
 def save_gallery(path: Path, images: torch.Tensor, names: Sequence[str], confidences: Sequence[float], *,
                  title: str) -> None:
     """A captioned grid of the elites (at most :data:`GALLERY_MAX`, the most confident first when
@@ -54,7 +62,7 @@ def save_gallery(path: Path, images: torch.Tensor, names: Sequence[str], confide
         title += f" (top {GALLERY_MAX} of {len(names)})"
     columns = 5 if len(order) <= 10 else 10
     tile = 112 if images.shape[-1] <= 64 else 160
-    caps = [f"{names[i][:18]}\n{format_confidence(confidences[i])}" for i in order]
+    caps = [f"{caption_name(names[i])}\n{format_confidence(confidences[i])}" for i in order]
     img = grid([images[i] for i in order], caps, columns=columns, tile=tile, title=title)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -75,7 +75,10 @@ def test_fitness_keeps_ranking_past_float32_softmax_saturation() -> None:
 
 
 def test_captions_round_confidence_down() -> None:
-    from foolkit.evolve.report import format_confidence
+    from foolkit.evolve.report import caption_name, format_confidence
+
+    assert caption_name("3") == "3" and caption_name("great white shark, white shark") == "great white shark,\nwhite shark"
+    assert caption_name("class number 84 with a long name indeed") == "class number 84\nwith a long name…"
 
     assert format_confidence(0.999858) == "99.98%"  # not a 99.99% the image did not reach
     assert format_confidence(0.99995) == "99.995%" and format_confidence(0.999995) == ">99.999%"
