@@ -38,9 +38,10 @@ epochs column).
 from __future__ import annotations
 
 import math
+import contextlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -314,6 +315,24 @@ def _check_subsets(subset: int | None, test_subset: int | None) -> None:
             raise FoolkitError(f"{_OPTIONS[name]} must be positive, got {value}")
 
 
+@contextlib.contextmanager
+def _discarded_unless_saved(run_dir: RunDir | None, *, resume: bool, results: str) -> Iterator[None]:
+    """Around a new run: if it fails (a bad value found only in training, a diverging loss) before
+    its first result is saved, remove what it wrote, so that the corrected command can use the same
+    ``--out`` (a resume could not change the setting at fault). Ctrl-C keeps the run: resuming it
+    starts where it would."""
+    existed = run_dir is not None and run_dir.path.exists()
+    # only a run this call starts: never an old one that "already holds a run" refuses to replace
+    fresh = (run_dir is not None and not resume and not run_dir.config_path.exists()
+             and not run_dir.checkpoint_path.exists())
+    try:
+        yield
+    except FoolkitError:
+        if fresh and run_dir is not None and not run_dir.file(results).exists():
+            run_dir.discard(remove_folder=not existed)
+        raise
+
+
 def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings, *, resume: bool, results: str,
            key: str, device: str | torch.device, data_dir: str | None, progress: bool,
            min_train: int = 1) -> tuple[Split, list[dict[str, Any]]]:
@@ -375,24 +394,25 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         names = config["variants"]
         settings = RunSettings(**config["settings"])
         settings.validate()
-    split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
-                         data_dir=data_dir, progress=progress, min_train=2 if settings.early_stopping else 1)
-    x_tr, y_tr, x_te, y_te, classes, data = split
-    done = {r["variant"] for r in runs}
-    for name in names:
-        if name in done:
-            continue
-        v = make_variant(name, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
-        rec = train_variant(v, classes=classes, settings=settings, device=device, progress=progress)
-        rec["dataset"] = dataset
-        runs.append(rec)
-        if run_dir is not None:
-            save_checkpoint(run_dir.file(f"labels-{name.replace(':', '-')}.pt"), meta=v.summary(),
-                            tensors={"y_train": v.y_train, "y_original": v.y_original, "replaced": v.replaced})
-            atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs})
-            run_dir.log({k: val for k, val in rec.items() if k != "history"})
-        if on_run is not None:
-            on_run(rec)
+    with _discarded_unless_saved(run_dir, resume=resume, results="results.json"):
+        split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
+                             data_dir=data_dir, progress=progress, min_train=2 if settings.early_stopping else 1)
+        x_tr, y_tr, x_te, y_te, classes, data = split
+        done = {r["variant"] for r in runs}
+        for name in names:
+            if name in done:
+                continue
+            v = make_variant(name, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
+            rec = train_variant(v, classes=classes, settings=settings, device=device, progress=progress)
+            rec["dataset"] = dataset
+            runs.append(rec)
+            if run_dir is not None:
+                save_checkpoint(run_dir.file(f"labels-{name.replace(':', '-')}.pt"), meta=v.summary(),
+                                tensors={"y_train": v.y_train, "y_original": v.y_original, "replaced": v.replaced})
+                atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs})
+                run_dir.log({k: val for k, val in rec.items() if k != "history"})
+            if on_run is not None:
+                on_run(rec)
     figures: dict[str, str] = {}
     if run_dir is not None:
         figures = plot_figure1(runs, run_dir.path, title=f"{settings.model} on {dataset} ({len(y_tr)} train)")
@@ -546,32 +566,33 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         raise FoolkitError(f"no requested regulariser applies to {model} ({why}): nothing to run; "
                            f"choose other --regularizers")
     needs_val = any(regularizer_settings(r, base).early_stopping for r in applied)  # type: ignore[union-attr]
-    split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
-                         data_dir=data_dir, progress=progress, min_train=2 if needs_val else 1)
-    if skipped and progress:
-        import sys
+    with _discarded_unless_saved(run_dir, resume=resume, results="regularizers.json"):
+        split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
+                             data_dir=data_dir, progress=progress, min_train=2 if needs_val else 1)
+        if skipped and progress:
+            import sys
 
-        print(f"foolkit: skipping {', '.join(skipped)}: {why}", file=sys.stderr)
-    x_tr, y_tr, x_te, y_te, classes, data = split
-    # early-stopping rows saved before it held out validation chose their epoch by test accuracy: run them again
-    rows = [r for r in rows if not (r.get("early_stopping") and "n_val" not in r)]
-    done = {(r["regularizer"], r["variant"]) for r in rows}
-    for lab in config["labels"]:
-        v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
-        for reg in applied:
-            if (reg, v.name) in done:
-                continue
-            s = regularizer_settings(reg, base)
-            assert s is not None
-            rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress)
-            rec.update(regularizer=reg, dataset=dataset)
-            rows.append(rec)
-            if run_dir is not None:
-                atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows,
-                                                                      "skipped": skipped})
-                run_dir.log({k: val for k, val in rec.items() if k != "history"})
-            if on_run is not None:
-                on_run(rec)
+            print(f"foolkit: skipping {', '.join(skipped)}: {why}", file=sys.stderr)
+        x_tr, y_tr, x_te, y_te, classes, data = split
+        # early-stopping rows saved before it held out validation chose their epoch by test accuracy: run them again
+        rows = [r for r in rows if not (r.get("early_stopping") and "n_val" not in r)]
+        done = {(r["regularizer"], r["variant"]) for r in rows}
+        for lab in config["labels"]:
+            v = make_variant(lab, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
+            for reg in applied:
+                if (reg, v.name) in done:
+                    continue
+                s = regularizer_settings(reg, base)
+                assert s is not None
+                rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress)
+                rec.update(regularizer=reg, dataset=dataset)
+                rows.append(rec)
+                if run_dir is not None:
+                    atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows,
+                                                                          "skipped": skipped})
+                    run_dir.log({k: val for k, val in rec.items() if k != "history"})
+                if on_run is not None:
+                    on_run(rec)
     md = regularizer_markdown(rows, title=f"{model} on {dataset} ({len(y_tr)} train / {len(y_te)} test)")
     if skipped:
         md += f"\nNot run: {', '.join(skipped)} ({why}).\n"

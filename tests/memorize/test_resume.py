@@ -210,6 +210,21 @@ def test_a_bad_lr_leaves_no_run_folder_and_the_corrected_command_runs(cli, one_l
     assert json.loads((out / "results.json").read_text())["runs"][0]["lr"] == 0.02
 
 
+def test_a_run_that_diverges_before_its_first_result_leaves_nothing(cli, one_line_error, tmp_path):
+    """A learning rate that passes the checks but makes the loss diverge: one line, and no folder
+    that would block the corrected command (a resume could not change --lr). An old run in the
+    way is refused and left as it was."""
+    out = tmp_path / "div"
+    small = ["--subset", "50", "--test-subset", "50", "--epochs", "2", "--variants", "true", "--out", out, "--json"]
+    one_line_error(cli("memorize", "randomize", *small, "--lr", "1e30"), "diverged")
+    assert not out.exists()
+    assert cli("memorize", "randomize", *small, "--lr", "0.02").exit_code == 0
+    (out / "results.json").unlink()  # an old run with no result yet (killed during its first variant)
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    one_line_error(cli("memorize", "randomize", *small, "--lr", "1e30"), "already holds a run")
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
 def test_run_settings_check_everything_training_checks():
     for bad in (dict(lr=-1.0), dict(lr=0.0), dict(lr=float("nan")), dict(lr=float("inf")), dict(momentum=1.0),
                 dict(weight_decay=-1.0), dict(augment="flip"), dict(early_stopping=-1)):
