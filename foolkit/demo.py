@@ -146,13 +146,14 @@ def stage_evolve(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
     return Stage("evolve", "2. Fooling images: noise labelled with 99.99% confidence", text, figs, {**d, **n})
 
 
-def stage_retrain(out: Path, s: DemoSettings, seed: int, device: str) -> Stage:
+def stage_retrain(out: Path, s: DemoSettings, seed: int, device: str,
+                  on_stage: Callable[[str], None] | None = None) -> Stage:
     from foolkit.retrain import RetrainConfig, run_rounds
 
     cfg = RetrainConfig(model="lenet-mnist", dataset="mnist", rounds=s.retrain_rounds,
                         generations=s.retrain_generations, population=s.population, holdout_runs=1,
                         subset=s.retrain_subset, test_subset=1000, finetune_epochs=2, seed=seed, device=device)
-    rounds = run_rounds(cfg, out, progress=False)
+    rounds = run_rounds(cfg, out, progress=False, on_stage=on_stage)  # the demo's bar says which round is running
     last = rounds[-1]
     n = {"rounds": [{k: v for k, v in r.__dict__.items()} for r in rounds]}
     text = (f"The network was retrained with its fooling images as an 11th class, 'fooling', for {s.retrain_rounds} "
@@ -246,7 +247,8 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
     plan: list[tuple[str, Callable[[], Stage]]] = [
         ("attack", lambda: stage_attack(model, out / "attack", s, seed)),
         ("evolve", lambda: stage_evolve(model, out / "evolve", s, seed)),
-        ("retrain", lambda: stage_retrain(out / "retrain", s, seed, dev)),
+        ("retrain", lambda: stage_retrain(out / "retrain", s, seed, dev,
+                                          on_stage=lambda what: bar.set_postfix(stage=f"retrain, {what}"))),
         ("memorize", lambda: stage_memorize(out / "memorize", s, seed, dev)),
     ]
     for name, _ in plan:  # a re-run starts each stage afresh

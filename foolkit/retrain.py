@@ -474,10 +474,13 @@ def _measure(model: Classifier, config: RetrainConfig, test: Dataset, holdout: t
     correct = budget.labels_before == y
     minnorm = make_attack("fmn", norm=config.norm, steps=config.norm_steps)(model, x[correct], y[correct])
     rec.median_norm = minnorm.median(config.norm)
-    show = min(8, int(correct.sum()))
-    imgs = [quantize(v) for v in minnorm.adv[:show]]
-    captions = [f"{model.classes[int(a)]} {float(c) * 100:.0f}%\n{config.norm} {float(n):.3f}" for a, c, n in
-                zip(minnorm.labels_after[:show], minnorm.confidences_after[:show], getattr(minnorm, config.norm)[:show])]
+    # one example per class (the test subset is sorted by label), captioned true -> new label
+    y_ok = y[correct]
+    pick = [int(k) for c in y_ok.unique().tolist()[:10] for k in (y_ok == c).nonzero().flatten()[:1].tolist()]
+    imgs = [quantize(minnorm.adv[k]) for k in pick]
+    size = getattr(minnorm, config.norm)
+    captions = [f"{model.classes[int(y_ok[k])]} -> {model.classes[int(minnorm.labels_after[k])]} "
+                f"({float(minnorm.confidences_after[k]) * 100:.0f}%)\n{config.norm} = {float(size[k]):.3f}" for k in pick]
     return rec, (torch.stack(imgs) if imgs else x[:0], captions)
 
 
@@ -537,6 +540,7 @@ def plot_rounds(rounds: list[Round], config: RetrainConfig, path: Path) -> None:
     else:
         axes[1].plot(xs, [(r.robust_accuracy or 0) * 100 for r in rounds], "o-", color="tab:red")
         axes[1].set_title(f"robust accuracy at {config.norm} eps={config.eps} (%)")
+        axes[1].set_ylim(-2, 102)
         axes[2].plot(xs, [r.median_norm if r.median_norm is not None else float("nan") for r in rounds], "o-",
                      color="tab:purple")
         axes[2].set_title(f"median minimum {config.norm} perturbation")

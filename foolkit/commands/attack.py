@@ -214,9 +214,9 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     for note in notes:
         info(f"foolkit: {path}: {note}")
     peak = float(delta.abs().max())
-    captions = [f"original\n{model.classes[lab0][:24]} {_fmt_conf(conf0)}",
+    captions = [f"original\n{model.classes[lab0][:24]} ({_fmt_conf(conf0)})",
                 f"noise (x{_amplification(peak)})" if peak > 0 else "noise (none)",
-                f"adversarial\n{model.classes[lab1][:24]} {_fmt_conf(conf1)}"]
+                f"adversarial\n{model.classes[lab1][:24]} ({_fmt_conf(conf1)})"]
     save_image(adv, out / f"{stem}.adv.png")
     save_image(noise_image(delta), out / f"{stem}.noise.png")
     save_image(panel([x, noise_image(delta), adv], captions, title=f"{model_name} · {method} ({norm})"),

@@ -71,7 +71,7 @@ def _interrupted(command: str, out: str | None, results: str, key: str, total: i
 @click.group(invoke_without_command=True)
 @click.pass_context
 def memorize(ctx: click.Context) -> None:
-    """Zhang et al. 2017: networks memorise random labels; the expressivity and min-norm results."""
+    """Networks memorise random labels (Zhang et al., 2017): randomisation tests, regularisers, expressivity, min norm."""
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
