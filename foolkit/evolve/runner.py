@@ -24,7 +24,7 @@ from foolkit.evolve.loop import MapElites
 from foolkit.evolve.report import (read_elites, save_elites, save_gallery, save_progress,
                                    write_archive_json)
 from foolkit.models.classifier import Classifier
-from foolkit.runs import RunDir, load_checkpoint, save_checkpoint
+from foolkit.runs import RunDir, load_checkpoint, save_checkpoint, undone_unless_saved
 from foolkit.utils import rng_state, seed_everything, set_rng_state
 
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
@@ -178,24 +178,19 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
     search = make_search(model, config, classes)
     logbook = tools.Logbook()
     seconds_before = 0.0
-    existed = run is not None and run.path.exists()
-    if run is not None:
-        if resume and run.checkpoint_path.exists():
-            meta, _ = _load(run, search)
-            logbook.extend(meta["logbook"])
-            seconds_before = float(meta["seconds"])
-        if resume:
-            run.save_config({"model": model.name, "config": config.to_dict()})  # overrides included: the next base
-        else:
-            run.create({"model": model.name, "config": config.to_dict()}, resume=False)
-        run.truncate_log("generation", search.generation)
-    try:
+    with undone_unless_saved(run, resume=resume):  # a new run failing before its first checkpoint leaves nothing
+        if run is not None:
+            if resume and run.checkpoint_path.exists():
+                meta, _ = _load(run, search)
+                logbook.extend(meta["logbook"])
+                seconds_before = float(meta["seconds"])
+            if resume:
+                run.save_config({"model": model.name, "config": config.to_dict()})  # overrides included: the next base
+            else:
+                run.create({"model": model.name, "config": config.to_dict()}, resume=False)
+            run.truncate_log("generation", search.generation)
         return _generations(model, config, run, search, logbook, seconds_before, classes, names, on_generation,
                             progress)
-    except BaseException:
-        if run is not None and not resume and not run.checkpoint_path.exists():
-            run.discard(remove_folder=not existed)  # nothing resumable was written: leave things as they were
-        raise
 
 
 def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, search: MapElites | GradientAscent,

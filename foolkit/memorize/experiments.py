@@ -38,10 +38,9 @@ epochs column).
 from __future__ import annotations
 
 import math
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,7 +53,8 @@ from foolkit.memorize.randomize import Variant, channel_stats, make_variant, par
 from foolkit.models.archs import count_parameters
 from foolkit.models.registry import new_model
 from foolkit.models.training import TrainConfig, fit
-from foolkit.runs import RunDir, atomic_path, atomic_write_json, atomic_write_text, read_json, save_checkpoint
+from foolkit.runs import (RunDir, atomic_path, atomic_write_json, atomic_write_text, read_json, save_checkpoint,
+                          undone_unless_saved)
 
 MODELS = ("mlp1x512", "mlp3x512", "small-inception", "small-alexnet", "lenet")
 DEFAULT_VARIANTS = ("true", "random-labels", "shuffled-pixels", "random-pixels", "gaussian")
@@ -315,24 +315,6 @@ def _check_subsets(subset: int | None, test_subset: int | None) -> None:
             raise FoolkitError(f"{_OPTIONS[name]} must be positive, got {value}")
 
 
-@contextlib.contextmanager
-def _discarded_unless_saved(run_dir: RunDir | None, *, resume: bool, results: str) -> Iterator[None]:
-    """Around a new run: if it fails (a bad value found only in training, a diverging loss) before
-    its first result is saved, remove what it wrote, so that the corrected command can use the same
-    ``--out`` (a resume could not change the setting at fault). Ctrl-C keeps the run: resuming it
-    starts where it would."""
-    existed = run_dir is not None and run_dir.path.exists()
-    # only a run this call starts: never an old one that "already holds a run" refuses to replace
-    fresh = (run_dir is not None and not resume and not run_dir.config_path.exists()
-             and not run_dir.checkpoint_path.exists())
-    try:
-        yield
-    except FoolkitError:
-        if fresh and run_dir is not None and not run_dir.file(results).exists():
-            run_dir.discard(remove_folder=not existed)
-        raise
-
-
 def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings, *, resume: bool, results: str,
            key: str, device: str | torch.device, data_dir: str | None, progress: bool,
            min_train: int = 1) -> tuple[Split, list[dict[str, Any]]]:
@@ -394,7 +376,7 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         names = config["variants"]
         settings = RunSettings(**config["settings"])
         settings.validate()
-    with _discarded_unless_saved(run_dir, resume=resume, results="results.json"):
+    with undone_unless_saved(run_dir, resume=resume, saved="results.json"):
         split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
                              data_dir=data_dir, progress=progress, min_train=2 if settings.early_stopping else 1)
         x_tr, y_tr, x_te, y_te, classes, data = split
@@ -566,7 +548,7 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         raise FoolkitError(f"no requested regulariser applies to {model} ({why}): nothing to run; "
                            f"choose other --regularizers")
     needs_val = any(regularizer_settings(r, base).early_stopping for r in applied)  # type: ignore[union-attr]
-    with _discarded_unless_saved(run_dir, resume=resume, results="regularizers.json"):
+    with undone_unless_saved(run_dir, resume=resume, saved="regularizers.json"):
         split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
                              data_dir=data_dir, progress=progress, min_train=2 if needs_val else 1)
         if skipped and progress:
