@@ -124,7 +124,8 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         "cppn_activations": [a.strip() for a in activations_text.split(",")] if activations_text is not None else None,
         "seed": seed, "checkpoint_every": checkpoint_every,
     }
-    lifted = {}  # limits typed as "none": None in the config, where given's None means "not typed"
+    # settings typed as "all" / "none": None in the config, where given's None means "not typed"
+    lifted: dict[str, None] = {"classes": None} if classes_text is not None and given["classes"] is None else {}
     for key, text, parse in (("time_limit", time_limit, parse_duration), ("until", until_text, parse_confidence)):
         if text is not None:
             value = parse(text)
@@ -133,8 +134,6 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
             given[key] = value
     if paper_ops:
         given.update(init_spread=0.0, smooth_prob=0.0, selection=selection or "uniform")
-    if classes_text is not None and given["classes"] is None:
-        given.pop("classes")  # "all" → default (None) without counting as unset
     if method == "gradient" and encoding == "cppn":
         raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
     typed = {k: v for k, v in given.items() if v is not None}
@@ -149,10 +148,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             raise FoolkitError(f"{Path(out) / 'config.json'} is not an evolve run's config")
         base = EvolveConfig.from_dict(saved["config"])
-    values = {**base.to_dict(), **typed, **lifted}
-    if classes_text is not None and classes_text.strip().lower() == "all":
-        values["classes"] = None
-    config = EvolveConfig.from_dict(values)
+    config = EvolveConfig.from_dict({**base.to_dict(), **typed, **lifted})
     config.validate()
     model = load_model(model_name, device=device, weights=weights)
     try:
@@ -163,7 +159,8 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     goal = config.until if config.until is not None else 0.9999  # what the run was asked for, else the paper's bar
     fooled = int((conf >= goal).sum())
     median = float(conf.float().quantile(0.5))
-    info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:g}% after {result.generations_done} generation{'' if result.generations_done == 1 else 's'} "
+    gens = f"{result.generations_done} generation{'' if result.generations_done == 1 else 's'}"
+    info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:g}% after {gens} "
          f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "
          f"median confidence {format_confidence(median)}")
     if as_json:
