@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from foolkit.errors import FoolkitError
+from foolkit.images import exact_div
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
@@ -73,7 +74,7 @@ class Dataset:
     def images(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """All images as float32 in [0, 1] on ``device``."""
         x = self.x.to(device)
-        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return exact_div(x.float(), 255.0) if x.dtype == torch.uint8 else x.float()  # the PNG's values on any device
 
     def provenance(self) -> dict[str, Any]:
         """What a results file records of the data a run used: ``{"source", "n", "notes",

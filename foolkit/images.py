@@ -125,9 +125,22 @@ def model_view(x: torch.Tensor, input_size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrinking).clamp(0, 1)
 
 
+def exact_div(x: torch.Tensor, d: float) -> torch.Tensor:
+    """``x / d``, correctly rounded on every device (a new tensor).
+
+    CUDA computes a tensor divided by a Python number as a product with its reciprocal, which is
+    one bit off for many values (126 of the 256 levels ``k / 255``): an 8-bit image made on a GPU
+    would then not be bit-equal to the same PNG read on the CPU, nor score exactly as it does.
+    A divisor that is a tensor on the same device gets a true division everywhere (``torch.full``:
+    made by a kernel, no host copy to wait for)."""
+    return x / torch.full((), d, dtype=x.dtype, device=x.device)
+
+
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """What a lossless 8-bit PNG keeps of ``x``: round to multiples of 1/255."""
-    return x.clamp(0, 1).mul_(255).round_().div_(255)
+    """What a lossless 8-bit PNG keeps of ``x``: round to multiples of 1/255 (bit-equal to the PNG
+    read back, on any device: :func:`exact_div`)."""
+    k = x.clamp(0, 1).mul_(255).round_()
+    return k.div_(torch.full((), 255.0, dtype=k.dtype, device=k.device))
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

@@ -118,3 +118,14 @@ def test_channels_noise_panel_grid():
     assert p.size[0] > 3 * 64 and p.size[1] > 64
     g = grid([torch.rand(3, 8, 8)] * 7, [f"{i}" for i in range(7)], columns=3, tile=32, title="t")
     assert g.size[0] == 3 * (32 + 6) + 6
+
+
+def test_quantize_lands_on_the_values_a_png_is_read_back_as():
+    """The oracle: numpy's correctly rounded k / 255, what load_image gives for each 8-bit level."""
+    from foolkit.images import exact_div
+
+    levels = torch.from_numpy(np.arange(256, dtype=np.float32) / np.float32(255))
+    assert torch.equal(exact_div(torch.arange(256.0), 255.0), levels)
+    noisy = (levels + torch.rand(256, generator=torch.Generator().manual_seed(0)) * 0.003 - 0.0015).clamp(0, 1)
+    assert torch.equal(quantize(noisy), levels[(noisy * 255).round().long()])
+    assert torch.equal(quantize(levels.clone()), levels)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foolkit.errors import FoolkitError
+from foolkit.images import exact_div
 
 Norm = Literal["l1", "l2", "linf"]
 NORMS: tuple[str, ...] = ("l1", "l2", "linf")
@@ -490,7 +491,7 @@ def to_grid(v: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float], how: 
         u = torch.where(d > 0, u.ceil(), torch.where(d < 0, u.floor(), nearest))
     else:
         raise ValueError(f"unknown rounding {how!r}")
-    return (u / scale + lo).clamp(lo, hi)
+    return (exact_div(u, scale) + lo).clamp(lo, hi)  # u / scale: one bit off on CUDA (exact_div)
 
 
 def _device_of(model: nn.Module) -> torch.device:

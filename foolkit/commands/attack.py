@@ -264,6 +264,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     from tqdm import tqdm
 
     from foolkit.data import check_classes, load_dataset, say_capped
+    from foolkit.images import exact_div
     from foolkit.runs import atomic_write_json
 
     ds = load_dataset(dataset, "test", data_dir=data_dir, subset=subset, seed=seed, quiet=as_json)
@@ -281,7 +282,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     t0 = time.perf_counter()
     with tqdm(total=n, desc=f"attack {method}", unit="img", disable=None, leave=False) as bar:
         for i in range(0, n, batch_size):
-            xb = ds.x[i:i + batch_size].to(model.device).float() / 255
+            xb = exact_div(ds.x[i:i + batch_size].to(model.device).float(), 255.0)
             yb = ds.y[i:i + batch_size].to(model.device)
             res = atk(model, xb, yb, target=tgt, confidence=confidence)
             sl = slice(i, i + len(xb))
