@@ -291,14 +291,14 @@ def test_resume_finds_the_same_data_by_another_path_and_refuses_other_data(cli, 
         assert cli("train", *args, "--data-dir", "data/mnist", "--out", out, "--json").exit_code == 130
     ckpt = out.with_suffix(".ckpt")
     before = ckpt.read_bytes()
-    r = cli("train", "--out", out, "--resume", "--data-dir", tmp_path / "other")
+    r = cli("train", "--out", out, "--resume", "--device", "cpu", "--data-dir", tmp_path / "other")
     assert_ends_in_one_line(r, "cannot resume", "train data differ", "--data-dir")
     assert ckpt.read_bytes() == before
     with interrupted_after(1):
-        r = cli("train", "--out", out, "--resume", "--data-dir", tmp_path / "data", "--json")
+        r = cli("train", "--out", out, "--resume", "--device", "cpu", "--data-dir", tmp_path / "data", "--json")
     assert r.exit_code == 130, r.stderr
     monkeypatch.setenv("FOOLKIT_DATA", str(tmp_path / "data"))
-    r = cli("train", "--out", out, "--resume", "--json")
+    r = cli("train", "--out", out, "--resume", "--device", "cpu", "--json")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(line)["epoch"] for line in r.stdout.splitlines()] == [3]
     monkeypatch.delenv("FOOLKIT_DATA")
