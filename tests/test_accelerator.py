@@ -48,9 +48,14 @@ DEVICE = _device()
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no accelerator (set FOOLKIT_TEST_DEVICE, or run on a GPU)")
 
 
+TF32 = os.environ.get("FOOLKIT_TEST_TF32") == "1"
+#: how far device logits may be from the CPU's: float32 round-off, or TF32's 10-bit mantissa products
+LOGIT_ATOL = 2e-2 if TF32 else 1e-4
+
+
 @pytest.fixture(autouse=True)
 def _float32(monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("FOOLKIT_TEST_TF32") != "1":
+    if not TF32:
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
         monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
@@ -79,10 +84,12 @@ def test_cppn_render_on_the_device_equals_the_cpu_render(outputs: int) -> None:
     g = _grown_cppns(spec)
     expect = cppn.render(g, spec, 17, 23)
     on_dev = {k: v.to(DEVICE) for k, v in g.items()}
-    for sparse in (None, False):  # the device's default product, and the dense one (MPS's)
-        img = cppn.render(on_dev, spec, 17, 23, sparse=sparse, workspace=cppn.Workspace(min_bytes=0))
+    # the device's default (CUDA: the fused kernel), then the step-by-step render with sparse and dense
+    # products (MPS's); colour is looser: float32 error through chains of weights, times the hue's 6
+    for kw in ({}, {"fused": False}, {"fused": False, "sparse": False}):
+        img = cppn.render(on_dev, spec, 17, 23, workspace=cppn.Workspace(min_bytes=0), **kw)
         assert img.device.type == DEVICE.type and img.shape == expect.shape
-        assert torch.allclose(img.cpu(), expect, atol=1e-4), (img.cpu() - expect).abs().max()
+        assert torch.allclose(img.cpu(), expect, atol=1e-4 if outputs == 1 else 5e-4), (kw, (img.cpu() - expect).abs().max())
     assert torch.equal(cppn.render(on_dev, spec, 17, 23), cppn.render(on_dev, spec, 17, 23))  # deterministic
 
 
@@ -121,7 +128,22 @@ def test_ten_crop_scores_on_the_device_equal_the_cpu_scores(model, lenet) -> Non
     expect = Scorer(lenet, list(range(10)), crops=10)(x)
     got = Scorer(model, list(range(10)), crops=10)(x.to(DEVICE))
     assert got.device.type == DEVICE.type
-    assert torch.allclose(got.cpu(), expect, atol=1e-4)
+    assert torch.allclose(got.cpu(), expect, atol=LOGIT_ATOL)
+
+
+def test_the_8_bit_grid_on_the_device_is_bit_equal_to_the_cpu_grid() -> None:
+    """CUDA divides by a Python number through its reciprocal, one bit off for 126 of the 256
+    levels: images quantised on the device must still equal the PNG read back on the CPU."""
+    from foolkit.attacks.base import to_grid
+    from foolkit.images import quantize
+
+    levels = torch.arange(256.0) / 255  # the CPU's (numpy's, PIL's) k / 255
+    x = (levels + torch.rand(256, generator=torch.Generator().manual_seed(0)) * 0.003 - 0.0015).clamp(0, 1)
+    assert torch.equal(quantize(x.to(DEVICE)).cpu(), quantize(x.clone()))
+    assert torch.equal(quantize(levels.to(DEVICE)).cpu(), levels)
+    for bounds in ((0.0, 1.0), (-1.0, 1.0)):
+        v = x * (bounds[1] - bounds[0]) + bounds[0]
+        assert torch.equal(to_grid(v.to(DEVICE), v.to(DEVICE), bounds).cpu(), to_grid(v, v, bounds))
 
 
 @pytest.mark.parametrize("encoding", ["direct", "cppn"])
@@ -162,7 +184,8 @@ def test_attacks_on_the_device_fool_on_the_8_bit_grid(model, mnist_batch, method
     res = make_attack(method, **budget)(model, x, y)
     assert res.adv.device.type == DEVICE.type and res.success.device.type == DEVICE.type
     assert res.success.float().mean() >= (0.5 if method == "fgsm" else 0.99), res.success
-    assert res.adv.min() >= 0 and res.adv.max() <= 1 and torch.equal(res.adv, torch.round(res.adv * 255) / 255)
+    adv = res.adv.cpu()  # on the grid the CPU reads a PNG into, bit for bit
+    assert adv.min() >= 0 and adv.max() <= 1 and torch.equal(adv, torch.round(adv * 255) / 255)
     pred, _ = model.predict(res.adv)
     assert torch.equal(pred != y, res.success)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from deap import base
 
+from foolkit.evolve import operators
 from foolkit.evolve.encodings import Genomes, take
 
 
@@ -36,14 +37,18 @@ class ArchiveUpdate:
 
     ``improved`` ``(K,)`` bool: cells whose elite was replaced; ``source`` ``(K,)`` long: index in
     the batch of the new elite (-1 where unchanged); ``gain`` ``(K,)``: increase in
-    log-confidence (0 where unchanged; +inf for a cell filled for the first time); ``count`` how
-    many cells improved (known on the host already: no second sync to read it).
+    log-confidence (0 where unchanged; +inf for a cell filled for the first time). All on the
+    archive's device: :attr:`count` reads one number back (a host sync).
     """
 
     improved: torch.Tensor
     source: torch.Tensor
     gain: torch.Tensor
-    count: int
+
+    @property
+    def count(self) -> int:
+        """How many cells improved."""
+        return int(self.improved.sum())
 
 
 class Archive:
@@ -83,14 +88,17 @@ class Archive:
         if self.genomes is None:
             self.genomes = {k: torch.zeros((self.cells, *v.shape[1:]), dtype=v.dtype, device=v.device)
                             for k, v in genomes.items()}
-        cells = improved.nonzero().flatten()  # one host sync per generation
-        if cells.numel():
-            rows = take(genomes, arg[cells])
-            for k, v in rows.items():
-                self.genomes[k].index_copy_(0, cells, v)
+        if operators.sparse_on(improved.device):  # copy only the improved cells: finding them is free here
+            cells = improved.nonzero().flatten()
+            if cells.numel():
+                for k, v in take(genomes, arg[cells]).items():
+                    self.genomes[k].index_copy_(0, cells, v)
+        else:  # on an accelerator that nonzero would be a host sync, stalling the queue: each cell takes
+            for k, v in take(genomes, arg).items():  # the batch's best row or keeps its own, in one pass
+                self.genomes[k] = torch.where(improved.view(-1, *(1,) * (v.dim() - 1)), v, self.genomes[k])
         self.fitness = torch.where(improved, best, self.fitness)
         self.found = torch.where(improved, torch.full_like(self.found, generation), self.found)
-        return ArchiveUpdate(improved=improved, source=source, gain=gain, count=cells.numel())
+        return ArchiveUpdate(improved=improved, source=source, gain=gain)
 
     def elites(self) -> list[Elite]:
         """The occupied cells as DEAP-style individuals (for inspection, not the hot loop)."""

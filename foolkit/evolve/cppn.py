@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import torch
 
+from foolkit.evolve import cppn_fused
 from foolkit.evolve.operators import polynomial_mutation_
 
 NUM_INPUTS = 4
@@ -258,8 +259,12 @@ def _kept_buffer(numel: int, device: torch.device) -> torch.Tensor:
 
 
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int, *,
-           sparse: bool | None = None, workspace: Workspace | None = None) -> torch.Tensor:
+           sparse: bool | None = None, workspace: Workspace | None = None, fused: bool | None = None) -> torch.Tensor:
     """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
+
+    On a CUDA device with Triton (``fused=None``, or ``fused=True``) this is one fused kernel,
+    :mod:`foolkit.evolve.cppn_fused`: no host sync, no buffer of node values. Otherwise, and with
+    ``fused=False``, the step-by-step render below, built for the CPU.
 
     The work is proportional to the nodes and connections genomes actually have, not to the slot
     capacity. Every node value is one row of pixels in one buffer ``B``: rows 0-3 are the inputs,
@@ -288,6 +293,9 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     dev = w.device
     if P == 0:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
+    if fused or (fused is None and sparse is None and cppn_fused.available(dev)):
+        images = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev))
+        return images.view(P, 3 if O == 3 else 1, height, width)
     _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)
 
     # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots
@@ -396,17 +404,22 @@ def _pick(candidates: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torc
     return torch.searchsorted(cum, rank[:, None]).squeeze(1), count > 0
 
 
-def _takers(p: float, possible: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Indices of the genomes that take a mutation: those where it is ``possible`` and their
-    uniform ``u`` is below ``p``. (One host sync; the edits then touch only these rows.)"""
-    return ((u < p) & possible).nonzero().squeeze(1)
+def _edit(flat: torch.Tensor, take: torch.Tensor, col: torch.Tensor, value: torch.Tensor | float | bool) -> None:
+    """``flat[p, col[p]] = value[p]`` in place for the genomes ``p`` that ``take`` the mutation
+    (bool ``(P,)``); the others keep theirs. One gather and one scatter over the population: no
+    host sync (indexing the takers would need their number on the host, and assigning a Python
+    number through an index copies it to the device first, which waits as a sync does)."""
+    idx = col.unsqueeze(1)
+    value = value.unsqueeze(1) if isinstance(value, torch.Tensor) else value
+    flat.scatter_(1, idx, torch.where(take.unsqueeze(1), value, flat.gather(1, idx)))
 
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
            rate_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Mutate every genome of the batch in place (DEAP's convention: vary copies) and return it:
     weights, activations, then the structural mutations, each with its per-genome probability.
-    ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving)."""
+    ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving).
+    No host sync: every edit is a masked scatter over the population (:func:`_edit`)."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     A = len(spec.activations)
@@ -428,15 +441,15 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
 
     # add connection
     edge, ok = _pick((live_edges & ~on).view(P, -1), u_add)
-    r = _takers(spec.add_connection, ok, u_add_take)
-    on_flat[r, edge[r]] = True
-    w_flat[r, edge[r]] = (u_add_w[r] * 2 - 1) * wmax
+    take = (u_add_take < spec.add_connection) & ok
+    _edit(on_flat, take, edge, True)
+    _edit(w_flat, take, edge, (u_add_w * 2 - 1) * wmax)
 
     # delete connection
     edge, ok = _pick(on_flat, u_del)
-    r = _takers(spec.delete_connection, ok, u_del_take)
-    on_flat[r, edge[r]] = False
-    w_flat[r, edge[r]] = 0.0  # w stays 0 wherever a connection is off
+    take = (u_del_take < spec.delete_connection) & ok
+    _edit(on_flat, take, edge, False)
+    _edit(w_flat, take, edge, 0.0)  # w stays 0 wherever a connection is off
 
     # change connection: move one end of an enabled connection to a free slot, keeping its weight
     edge, ok = _pick(on_flat, u_chg)
@@ -446,12 +459,11 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     ends = torch.where(keep_src[:, None], free[rows, src, :], free[rows, :, dst])  # (P, N) new dst or new src
     other, ok2 = _pick(ends, u_chg_other)
     moved = torch.where(keep_src, src * N + other, other * N + dst)
-    r = _takers(spec.change_connection, ok & ok2, u_chg_take)
-    old, new = edge[r], moved[r]
-    w_flat[r, new] = w_flat[r, old]
-    w_flat[r, old] = 0.0
-    on_flat[r, old] = False
-    on_flat[r, new] = True
+    take = (u_chg_take < spec.change_connection) & ok & ok2
+    _edit(w_flat, take, moved, w_flat.gather(1, edge[:, None]).squeeze(1))
+    _edit(w_flat, take, edge, 0.0)
+    _edit(on_flat, take, edge, False)
+    _edit(on_flat, take, moved, True)
 
     # add node: split an enabled connection a → b through a free hidden slot a < k < b
     vacant = hidden & ~alive
@@ -461,24 +473,25 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     edge, ok = _pick((on & between).view(P, -1), u_split)
     a, b = edge // N, edge % N
     k, ok2 = _pick(vacant & (slot[None] > a[:, None]) & (slot[None] < b[:, None]), u_slot)
-    r = _takers(spec.add_node, ok & ok2, u_split_take)
-    a, b, k = a[r], b[r], k[r]
-    w[r, k, b] = w[r, a, b]
-    w[r, a, b] = 0.0
-    w[r, a, k] = min(1.0, wmax)  # identity-like, inside the weight range
-    on[r, a, b] = False
-    on[r, a, k] = True
-    on[r, k, b] = True
-    alive[r, k] = True
-    act[r, k] = (u_split_act[r] * A).long().clamp_(max=A - 1)
+    take = (u_split_take < spec.add_node) & ok & ok2
+    _edit(w_flat, take, k * N + b, w_flat.gather(1, edge[:, None]).squeeze(1))
+    _edit(w_flat, take, edge, 0.0)
+    _edit(w_flat, take, a * N + k, min(1.0, wmax))  # identity-like, inside the weight range
+    _edit(on_flat, take, edge, False)
+    _edit(on_flat, take, a * N + k, True)
+    _edit(on_flat, take, k * N + b, True)
+    _edit(alive, take, k, True)
+    _edit(act, take, k, (u_split_act * A).long().clamp_(max=A - 1))
 
     # delete node, with its connections
     k, ok = _pick(alive & hidden, u_kill)
-    r = _takers(spec.delete_node, ok, u_kill_take)
-    k = k[r]
-    alive[r, k] = False
-    on[r, k], w[r, k] = False, 0.0
-    on[r, :, k], w[r, :, k] = False, 0.0
+    take = (u_kill_take < spec.delete_node) & ok
+    dead = (slot[None] == k[:, None]) & take[:, None]  # (P, N): the node going, if any
+    alive &= ~dead
+    d = dead.view(torch.uint8)
+    gone = (d[:, :, None] | d[:, None, :]).view(torch.bool)  # its row (out) and column (in)
+    on &= ~gone
+    w.masked_fill_(gone, 0.0)
     return genomes
 
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from foolkit.evolve import cppn
+from foolkit.evolve import cppn, operators
 from foolkit.evolve.operators import polynomial_mutation_, sbx_crossover_
 
 Genomes = dict[str, torch.Tensor]
@@ -67,18 +67,22 @@ def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Seque
     drawn per image from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once,
     which per-pixel mutation needs many generations for. Returns ``x``."""
     P, C, H, W = x.shape
-    rows = (torch.rand(P, generator=gen, device=x.device) < prob).nonzero().flatten()
-    if rows.numel() == 0:
+    picked = torch.rand(P, generator=gen, device=x.device) < prob
+    sparse = operators.sparse_on(x.device)  # else: every image, without a host sync, keeping the picked
+    rows = picked.nonzero().flatten() if sparse else None
+    n = rows.numel() if rows is not None else P
+    if n == 0:
         return x
-    n = rows.numel()
     which = torch.randint(len(cells), (n, 1, 1, 1), generator=gen, device=x.device)
-    delta = x.index_select(0, rows)
+    delta = x.index_select(0, rows) if rows is not None else x.clone()
     for i, g in enumerate(cells):
         coarse = torch.randn((n, C, g, g), generator=gen, device=x.device, dtype=x.dtype) * sigma
         up = bilinear_matrix(H, g, x.device) @ coarse @ bilinear_matrix(W, g, x.device).T
         delta += up if len(cells) == 1 else up * (which == i)
-    x.index_copy_(0, rows, delta.clamp_(0.0, 1.0))
-    return x
+    delta.clamp_(0.0, 1.0)
+    if rows is not None:
+        return x.index_copy_(0, rows, delta)
+    return x.copy_(operators.select(picked.view(P, 1, 1, 1).expand_as(x), delta, x))
 
 
 class DirectEncoding:

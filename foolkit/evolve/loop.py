@@ -70,6 +70,7 @@ class MapElites:
         self.generation = 0  # generations completed
         self.evaluations = 0
         self.population: Genomes | None = None  # the last offspring batch
+        self._filled = False  # some cell holds an elite (known on the host)
 
         tb = base.Toolbox()
         tb.register("sample", self.encoding.sample, gen=self.gen)
@@ -111,8 +112,10 @@ class MapElites:
     def ask(self) -> Genomes:
         """The next offspring batch of ``population`` genomes (random ones in generation 1)."""
         n = self.config.population
-        if self.archive.genomes is None or not bool(self.archive.occupied.any()):
-            return self.toolbox.sample(n)
+        if not self._filled:  # a cell once filled stays filled: one host sync, until one is
+            self._filled = self.archive.genomes is not None and bool(self.archive.occupied.any())
+            if not self._filled:
+                return self.toolbox.sample(n)
         parents = self.toolbox.select(n)  # copies of the elites: variation may work on them in place
         if self.encoding.crossover:
             half = n // 2
@@ -157,6 +160,7 @@ class MapElites:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = self.model.device
         self.archive.load_state_dict(state["archive"])
+        self._filled = False
         self.population = {k: v.to(dev) for k, v in state["population"].items()} or None
         self.gen.set_state(state["generator"])
         self.generation = int(state["generation"])

@@ -18,6 +18,7 @@ from deap import tools
 from tqdm import tqdm
 
 from foolkit.errors import FoolkitError, Interrupted
+from foolkit.evolve.archive import ArchiveUpdate
 from foolkit.evolve.config import EvolveConfig, EvolveResult
 from foolkit.evolve.gradient import GradientAscent
 from foolkit.evolve.loop import MapElites
@@ -62,17 +63,26 @@ def make_search(model: Classifier, config: EvolveConfig, classes: list[int]) -> 
     return GradientAscent(model, config, classes) if config.method == "gradient" else MapElites(model, config, classes)
 
 
-def _record(search: MapElites | GradientAscent, update_count: int, seconds: float) -> dict[str, Any]:
+def _reached(search: MapElites | GradientAscent, until: float | None) -> torch.Tensor:
+    """``(1,)``: whether every cell is at ``until`` (compared on the tensor, in float32)."""
+    conf = search.archive.confidence
+    return (conf >= until).all().view(1) if until is not None else torch.zeros(1, dtype=torch.bool, device=conf.device)
+
+
+def _record(search: MapElites | GradientAscent, update: ArchiveUpdate, seconds: float,
+            until: float | None) -> tuple[dict[str, Any], bool]:
+    """The generation's log line, and whether every cell has reached ``until``."""
     conf = search.archive.confidence
     # one host sync per generation; the thresholds compared on the tensor, as --until compares
     counts = [(conf >= t).sum(0, keepdim=True) for t in (0.99, 0.9999)]
-    *values, at_99, at_9999 = torch.cat([conf, *counts]).tolist()
+    *values, at_99, at_9999, improved, reached = torch.cat(
+        [conf, *counts, update.improved.sum(0, keepdim=True), _reached(search, until)]).tolist()
     srt, at = sorted(values), [int(at_99), int(at_9999)]
     rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
            "median": float(np.median(srt)), "max": srt[-1], "at_99": at[0], "at_9999": at[1],
-           "improved": update_count, "seconds": round(seconds, 3)}
+           "improved": int(improved), "seconds": round(seconds, 3)}
     rec.update(search.describe())
-    return rec
+    return rec, bool(reached)
 
 
 def _save(run: RunDir, search: MapElites | GradientAscent, config: EvolveConfig, model_name: str,
@@ -199,6 +209,7 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
     """The generation loop, then the outputs."""
     t0 = time.perf_counter()
     stopped = "generations"
+    reached: bool | None = None  # every cell at --until, as of the last generation's record
     bar = tqdm(total=config.generations, initial=min(search.generation, config.generations), unit="gen",
                desc=f"{config.method} {config.encoding if config.method == 'evolve' else ''}".strip(),
                disable=None if progress else True, dynamic_ncols=True)
@@ -210,15 +221,16 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                 if search.generation >= config.generations:
                     stopped = "generations"
                     break
-                if config.until is not None and search.generation > 0 and \
-                        bool((search.archive.confidence >= config.until).all()):
+                if reached is None and config.until is not None and search.generation > 0:  # a resumed run
+                    reached = bool(_reached(search, config.until))
+                if reached:
                     stopped = "until"
                     break
                 if config.time_limit is not None and elapsed >= config.time_limit:
                     stopped = "time-limit"
                     break
                 update = search.step()
-                rec = _record(search, update.count, seconds_before + time.perf_counter() - t0)
+                rec, reached = _record(search, update, seconds_before + time.perf_counter() - t0, config.until)
                 logbook.record(**rec)
                 if run is not None:
                     run.log(rec)

@@ -1,4 +1,5 @@
-"""The MAP-Elites archive's update rule against a brute-force oracle."""
+"""The MAP-Elites archive's update rule against a brute-force oracle, on the CPU's sparse update
+and an accelerator's dense one (``path``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from foolkit.evolve.archive import Archive, ClassFitness
 
 
-def test_add_matches_brute_force() -> None:
+def test_add_matches_brute_force(path: str) -> None:
     g = torch.Generator().manual_seed(0)
     arch = Archive(6)
     best = [float("-inf")] * 6
@@ -31,7 +32,7 @@ def test_add_matches_brute_force() -> None:
     assert isinstance(arch.elites()[0].fitness, ClassFitness)
 
 
-def test_one_genome_can_hold_many_cells_and_state_round_trip() -> None:
+def test_one_genome_can_hold_many_cells_and_state_round_trip(path: str) -> None:
     arch = Archive(3)
     pixels = torch.arange(2 * 4, dtype=torch.float32).view(2, 1, 2, 2)
     upd = arch.add({"pixels": pixels}, torch.log(torch.tensor([[0.9, 0.8, 0.1], [0.1, 0.1, 0.2]])), 1)
@@ -41,7 +42,7 @@ def test_one_genome_can_hold_many_cells_and_state_round_trip() -> None:
     assert torch.equal(other.fitness, arch.fitness) and torch.equal(other.genomes["pixels"], arch.genomes["pixels"])
 
 
-def test_nan_scores_neither_win_nor_block_a_cell() -> None:
+def test_nan_scores_neither_win_nor_block_a_cell(path: str) -> None:
     arch = Archive(3)
     scores = torch.tensor([[-1.0, -2.0, float("nan")], [float("nan"), -0.5, float("nan")]])
     upd = arch.add({"pixels": torch.arange(2.0).view(2, 1)}, scores, 1)
@@ -50,7 +51,7 @@ def test_nan_scores_neither_win_nor_block_a_cell() -> None:
     assert arch.genomes["pixels"][:2, 0].tolist() == [0.0, 1.0]
 
 
-def test_minus_infinity_scores_leave_a_cell_empty() -> None:
+def test_minus_infinity_scores_leave_a_cell_empty(path: str) -> None:
     """Gradient ascent scores every image -inf outside its own cell: such a column must not fill
     the cell (with the lowest float and row 0's genome), whatever NaN sits beside it."""
     arch = Archive(3)

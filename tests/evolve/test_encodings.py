@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import colorsys
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from foolkit.evolve import cppn
+from foolkit.evolve import cppn, cppn_fused
 from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding
 
 
@@ -16,7 +17,7 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_direct_sample_decode_mutate_mate() -> None:
+def test_direct_sample_decode_mutate_mate(path: str) -> None:
     enc = DirectEncoding(channels=3, size=(20, 24))
     g = enc.sample(6, gen(0))
     x = enc.decode(g)
@@ -31,12 +32,25 @@ def test_direct_sample_decode_mutate_mate() -> None:
     assert not torch.equal(torch.cat([a["pixels"], b["pixels"]]), x)
 
 
-def test_direct_rate_halving() -> None:
+def test_direct_rate_halving(path: str) -> None:
     enc = DirectEncoding(channels=1, size=(28, 28), halve_every=10, smooth_prob=0.0)
     g = {"pixels": torch.full((40, 1, 28, 28), 0.5)}
     early = (enc.mutate({"pixels": g["pixels"].clone()}, gen(0), generation=1)["pixels"] != 0.5).float().mean().item()
     late = (enc.mutate({"pixels": g["pixels"].clone()}, gen(0), generation=21)["pixels"] != 0.5).float().mean().item()
     assert abs(early - 0.1) < 0.02 and abs(late - 0.025) < 0.01
+
+
+def test_smooth_mutation_moves_a_share_of_whole_images_smoothly(path: str) -> None:
+    from foolkit.evolve.encodings import smooth_mutation_
+
+    x = torch.full((400, 1, 28, 28), 0.5)
+    out = smooth_mutation_(x.clone(), prob=0.25, sigma=0.1, cells=(4, 7), gen=gen(0))
+    moved = (out != x).flatten(1).any(1)
+    assert abs(moved.float().mean().item() - 0.25) < 0.07  # that share of the images, each whole or not at all
+    assert (out[moved] != 0.5).flatten(1).float().mean() > 0.95 and torch.equal(out[~moved], x[~moved])
+    d = out[moved] - 0.5
+    neighbours = (d[..., 1:] * d[..., :-1]).mean() / (d * d).mean()
+    assert neighbours > 0.9 and 0 <= out.min() and out.max() <= 1  # smooth: adjacent pixels move together
 
 
 def test_cppn_render_shapes_ranges_resolutions() -> None:
@@ -133,6 +147,44 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
         # sines of pre-activations of 40 and more, and the hue's factor 6, leave float32 about 2e-5 off
         assert torch.allclose(cppn.render(g, spec, 9, 11).double(), expect, atol=5e-5)
         assert torch.allclose(cppn.render(g, spec, 9, 11, sparse=False).double(), expect, atol=5e-5)  # the dense fallback (MPS)
+
+
+_FUSED_IN_INTERPRETER = """
+import sys, torch
+from foolkit.evolve import cppn, cppn_fused
+assert cppn_fused.available(torch.device("cpu"))
+cases = torch.load(sys.argv[1])
+torch.save([cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], cppn.coordinates(9, 11, "cpu"))
+            for c in cases], sys.argv[2])
+"""
+
+
+def test_the_fused_gpu_render_matches_one_by_one_evaluation(tmp_path) -> None:
+    """The fused kernel (the CUDA render) against the same oracle, run by Triton's interpreter on
+    the CPU (``TRITON_INTERPRET=1``, which Triton reads as it is imported: a fresh process)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    assert list(cppn_fused.CODES) == list(cppn.ACTIVATIONS)  # a kernel code per activation name, in order
+    cases, expected = [], []
+    for outputs, activations in ((1, cppn.PAPER_ACTIVATIONS), (3, tuple(cppn.ACTIVATIONS)), (1, ("abs", "cosine"))):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=8, activations=activations)
+        g = cppn.sample(spec, 12, gen(0), "cpu")
+        for i in range(25):
+            g = cppn.mutate(g, spec, gen(100 + i))
+        cases.append({"w": g["w"], "act": g["act"], "activations": activations, "outputs": outputs})
+        expect = _render_one_by_one(g, spec, 9, 11)
+        # float32 error grows through chains of weights up to 10 (and the hue's factor 6): as close as the CPU render
+        cpu_error = (cppn.render(g, spec, 9, 11, fused=False).double() - expect).abs().max().item()
+        expected.append((expect, max(5e-5, 2 * cpu_error)))
+    torch.save(cases, tmp_path / "cases.pt")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    subprocess.run([sys.executable, "-c", _FUSED_IN_INTERPRETER, tmp_path / "cases.pt", tmp_path / "out.pt"],
+                   check=True, env=env, timeout=300)
+    for got, (expect, tolerance) in zip(torch.load(tmp_path / "out.pt"), expected):
+        got = got.view(expect.shape).double()
+        assert torch.allclose(got, expect, atol=tolerance), ((got - expect).abs().max(), tolerance)
 
 
 def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:

@@ -39,7 +39,7 @@ def test_polynomial_matches_deap(monkeypatch: pytest.MonkeyPatch, eta: float) ->
     assert torch.allclose(got, torch.tensor(expect, dtype=torch.float64), atol=1e-12)
 
 
-def test_polynomial_bounds_rate_and_determinism() -> None:
+def test_polynomial_bounds_rate_and_determinism(path: str) -> None:
     x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     a = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
     b = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(3))
@@ -49,7 +49,7 @@ def test_polynomial_bounds_rate_and_determinism() -> None:
     assert a.min() >= 0 and a.max() <= 1
 
 
-def test_a_per_individual_eta_is_each_rows_own() -> None:
+def test_a_per_individual_eta_is_each_rows_own(path: str) -> None:
     """η per individual ``(P, 1, 1, 1)`` is read by row, not through a population-sized copy: the
     same draws as one mutation per row with that row's η."""
     x = torch.rand(6, 1, 5, 5, generator=torch.Generator().manual_seed(1))
@@ -60,7 +60,7 @@ def test_a_per_individual_eta_is_each_rows_own() -> None:
     assert torch.equal(a, b) and not torch.equal(a, x)
 
 
-def test_polynomial_mask_limits_which_genes_mutate_not_their_rate() -> None:
+def test_polynomial_mask_limits_which_genes_mutate_not_their_rate(path: str) -> None:
     g = torch.Generator().manual_seed(4)
     x = torch.rand(50, 21, 21, generator=g) * 2 - 1
     mask = torch.rand(50, 21, 21, generator=g) < 0.1  # sparse, like enabled CPPN connections
@@ -95,7 +95,7 @@ def test_sbx_matches_deap(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.allclose(gb, torch.tensor(eb, dtype=torch.float64), atol=1e-12)
 
 
-def test_sbx_crossover_rates_and_bounds() -> None:
+def test_sbx_crossover_rates_and_bounds(path: str) -> None:
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(50, 100, generator=g), torch.rand(50, 100, generator=g)
     ca, cb = sbx_crossover_(a.clone(), b.clone(), eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=1.0)
@@ -103,6 +103,25 @@ def test_sbx_crossover_rates_and_bounds() -> None:
     assert 0.45 < (ca != a).float().mean().item() < 0.55  # DEAP's per-gene probability 0.5
     na, nb = sbx_crossover_(a.clone(), b.clone(), eta=10.0, low=0.0, up=1.0, gen=g, pair_prob=0.0)
     assert torch.equal(na, a) and torch.equal(nb, b)
+
+
+def test_dense_and_sparse_variation_draw_from_the_same_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle for the dense path is the sparse one: over 200k genes the changed share and the
+    quantiles of the change agree within sampling error, for mutation and for crossover."""
+    import foolkit.evolve.operators as ops
+
+    x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    q = torch.tensor([0.1, 0.5, 0.9])
+    seen = {}
+    for sparse in (True, False):
+        monkeypatch.setattr(ops, "sparse_on", lambda device, sparse=sparse: sparse)
+        m = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(5))
+        a, _ = sbx_crossover_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=torch.Generator().manual_seed(6))
+        dm, da = (m - x)[m != x].abs(), (a - x)[a != x].abs()
+        seen[sparse] = ((m != x).float().mean(), dm.quantile(q), (a != x).float().mean(), da.quantile(q))
+    for s, d in zip(seen[True], seen[False]):
+        assert torch.allclose(s, d, rtol=0.05, atol=2e-3), (s, d)
 
 
 @pytest.mark.parametrize("p", [0.003, 0.1, 0.5, 0.9])
