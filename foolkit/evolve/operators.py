@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from foolkit.evolve import variation_fused
+
 
 def sparse_on(device: torch.device) -> bool:
     """Whether variation on ``device`` draws and computes only the genes it picks (sparse) rather
@@ -34,6 +36,12 @@ def sparse_on(device: torch.device) -> bool:
     every gene takes microseconds: no syncs there. Both draw from the same distributions; their
     random streams differ, as the CPU's and a GPU's always do."""
     return device.type == "cpu"
+
+
+def _fused(x: torch.Tensor) -> bool:
+    """Whether the dense variation of ``x`` runs as one fused kernel (CUDA with Triton, float32,
+    fewer than 2³¹ genes: :mod:`foolkit.evolve.variation_fused`) rather than as torch passes."""
+    return variation_fused.available(x.device) and x.dtype == torch.float32 and x.numel() < 2**31
 
 
 def uniform_like(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -124,6 +132,8 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
     """
     flat = _flat(x)
     if not sparse_on(x.device):
+        if _fused(x):
+            return variation_fused.polynomial_(x, rate=rate, eta=eta, low=low, up=up, gen=gen, mask=mask)
         pick = uniform_like(x, gen) < rate
         if mask is not None:
             pick &= mask
@@ -179,6 +189,8 @@ def sbx_crossover_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, 
     if a.shape[0] == 0:
         return a, b
     if not sparse_on(a.device):
+        if _fused(a) and a.shape == b.shape and b.dtype == a.dtype:
+            return variation_fused.sbx_(a, b, eta=eta, low=low, up=up, gen=gen, pair_prob=pair_prob, gene_prob=gene_prob)
         rows = torch.rand(a.shape[0], generator=gen, device=a.device) < pair_prob
         cross = (uniform_like(a, gen) < gene_prob) & rows.view(-1, *(1,) * (a.dim() - 1))
         ca, cb = sbx_step(a, b, uniform_like(a, gen), uniform_like(a, gen) <= 0.5, eta=eta, low=low, up=up)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import colorsys
-import os
 
 import pytest
 import torch
@@ -149,23 +148,9 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
         assert torch.allclose(cppn.render(g, spec, 9, 11, sparse=False).double(), expect, atol=5e-5)  # the dense fallback (MPS)
 
 
-_FUSED_IN_INTERPRETER = """
-import sys, torch
-from foolkit.evolve import cppn, cppn_fused
-assert cppn_fused.available(torch.device("cpu"))
-cases = torch.load(sys.argv[1])
-torch.save([cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], cppn.coordinates(9, 11, "cpu"))
-            for c in cases], sys.argv[2])
-"""
-
-
-def test_the_fused_gpu_render_matches_one_by_one_evaluation(tmp_path) -> None:
+def test_the_fused_gpu_render_matches_one_by_one_evaluation(triton_interpreter) -> None:
     """The fused kernel (the CUDA render) against the same oracle, run by Triton's interpreter on
     the CPU (``TRITON_INTERPRET=1``, which Triton reads as it is imported: a fresh process)."""
-    import subprocess
-    import sys
-
-    pytest.importorskip("triton")
     assert list(cppn_fused.CODES) == list(cppn.ACTIVATIONS)  # a kernel code per activation name, in order
     cases, expected = [], []
     for outputs, activations in ((1, cppn.PAPER_ACTIVATIONS), (3, tuple(cppn.ACTIVATIONS)), (1, ("abs", "cosine"))):
@@ -178,11 +163,12 @@ def test_the_fused_gpu_render_matches_one_by_one_evaluation(tmp_path) -> None:
         # float32 error grows through chains of weights up to 10 (and the hue's factor 6): as close as the CPU render
         cpu_error = (cppn.render(g, spec, 9, 11, fused=False).double() - expect).abs().max().item()
         expected.append((expect, max(5e-5, 2 * cpu_error)))
-    torch.save(cases, tmp_path / "cases.pt")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    subprocess.run([sys.executable, "-c", _FUSED_IN_INTERPRETER, tmp_path / "cases.pt", tmp_path / "out.pt"],
-                   check=True, env=env, timeout=300)
-    for got, (expect, tolerance) in zip(torch.load(tmp_path / "out.pt"), expected):
+    outputs = triton_interpreter("""
+from foolkit.evolve import cppn, cppn_fused
+assert cppn_fused.available(torch.device("cpu"))
+outputs = [cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], cppn.coordinates(9, 11, "cpu"))
+           for c in inputs]""", cases)
+    for got, (expect, tolerance) in zip(outputs, expected):
         got = got.view(expect.shape).double()
         assert torch.allclose(got, expect, atol=tolerance), ((got - expect).abs().max(), tolerance)
 

@@ -169,3 +169,50 @@ def test_select_and_power_match_where_and_pow() -> None:
         for e in (16.0, 1 / 16, -11.0):  # below the floor, results are the floor (exp's slow path avoided)
             expect = (x.double() ** e).clamp_min(floor).to(dtype)
             assert torch.allclose(power(x, e), expect, rtol=rtol, atol=0)
+
+
+def test_the_fused_gpu_variation_computes_the_torch_formulas(triton_interpreter) -> None:
+    """The fused CUDA kernels, in Triton's interpreter: given the same uniforms they give the torch
+    formulas' genes (which match DEAP's, above); drawing their own, they keep the rates, the
+    bounds, each row's η, and a seed's results."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 10, 10, generator=g)
+    y = torch.rand(64, 3, 10, 10, generator=g)
+    n = x.numel()
+    eta_rows = torch.exp(torch.rand(64, generator=g) * 3)
+    u_mut = torch.rand(2, n, generator=g)
+    u_sbx = torch.rand(4, n, generator=g)
+    u_sbx[0] = torch.rand(64, generator=g).repeat_interleave(n // 64)  # a row's uniform, at each of its genes
+    out = triton_interpreter("""
+from foolkit.evolve import variation_fused as vf
+x, y, eta_rows, u_mut, u_sbx = inputs
+gen = lambda s: torch.Generator().manual_seed(s)
+outputs = {
+    "given": vf.polynomial_(x.clone(), rate=0.3, eta=15.0, low=0.0, up=1.0, gen=gen(0), uniforms=u_mut),
+    "given_rows": vf.polynomial_(x.clone(), rate=1.0, eta=eta_rows, low=0.0, up=1.0, gen=gen(0), uniforms=u_mut),
+    "sbx_given": vf.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(0), pair_prob=0.5, gene_prob=0.5,
+                         uniforms=u_sbx),
+    "drawn": [vf.polynomial_(x.clone(), rate=0.1, eta=15.0, low=0.0, up=1.0, gen=gen(s)) for s in (1, 1, 2)],
+    "sbx_drawn": vf.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(3), pair_prob=0.5, gene_prob=0.5),
+    "masked": vf.polynomial_(x.clone() * 2 - 1, rate=1.0, eta=15.0, low=-1.0, up=1.0, gen=gen(4),
+                             mask=x[0] < 0.2),
+}""", (x, y, eta_rows, u_mut, u_sbx))
+    flat = x.reshape(-1)
+    step = polynomial_step(flat, u_mut[1], eta=15.0, low=0.0, up=1.0)
+    assert torch.allclose(out["given"].reshape(-1), torch.where(u_mut[0] < 0.3, step, flat), atol=2e-6)
+    step = polynomial_step(flat, u_mut[1], eta=eta_rows.repeat_interleave(n // 64), low=0.0, up=1.0)
+    assert torch.allclose(out["given_rows"].reshape(-1), step, atol=2e-6)
+    ca, cb = sbx_step(flat, y.reshape(-1), u_sbx[2], u_sbx[3] <= 0.5, eta=10.0, low=0.0, up=1.0)
+    cross = (u_sbx[0] < 0.5) & (u_sbx[1] < 0.5)
+    a, b = out["sbx_given"]
+    assert torch.allclose(a.reshape(-1), torch.where(cross, ca, flat), atol=2e-6)
+    assert torch.allclose(b.reshape(-1), torch.where(cross, cb, y.reshape(-1)), atol=2e-6)
+    one, same, other = out["drawn"]
+    assert torch.equal(one, same) and not torch.equal(one, other)  # a seed's results
+    assert 0.085 < (one != x).float().mean() < 0.115 and one.min() >= 0 and one.max() <= 1
+    a, b = out["sbx_drawn"]
+    assert 0.2 < (a != x).float().mean() < 0.3 and a.min() >= 0 and b.max() <= 1  # pairs 0.5 × genes 0.5
+    rows_crossed = (a != x).flatten(1).any(1)
+    assert 0.3 < rows_crossed.float().mean() < 0.7 and (a[~rows_crossed] == x[~rows_crossed]).all()
+    moved = out["masked"] != x * 2 - 1
+    assert torch.equal(moved, (x[0] < 0.2).expand_as(x) & moved) and moved.float().mean() > 0.15
