@@ -9,7 +9,7 @@ For every model: the first ``--n`` test digits the model classifies correctly (t
 for every library), untargeted. Per attack it records success rate, median L2 / L∞ of the
 successful perturbations, wall time, and — since foolkit's adversarials are 8-bit (they survive
 being saved as PNG) while the peers return floats — the peers' success after rounding to 8 bits.
-Results: ``bench/results/attacks-<model>.json`` with the device, the load average (the CPU is
+Results: ``bench/results/attacks-<model>.json`` (``-cuda`` added on a GPU) with the device, the load average (the CPU is
 shared) and the issue's targets checked. Timings are the minimum of ``--repeat`` runs.
 """
 
@@ -246,7 +246,7 @@ def main() -> None:
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         if args.gpu:
             res["gpu_overhead"] = gpu_overhead(dev) if dev.type == "cuda" else "not measured: no CUDA device"
-        path = Path(args.out) / f"attacks-{key}.json"
+        path = Path(args.out) / f"attacks-{key}{'' if dev.type == 'cpu' else '-' + dev.type}.json"
         path.write_text(json.dumps(res, indent=2) + "\n")
         print(f"wrote {path}; targets: {json.dumps(res['targets'])}", flush=True)
 
