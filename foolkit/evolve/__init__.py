@@ -28,6 +28,10 @@ Pieces, for finer control:
 - :class:`Archive` (``add(genomes, scores, generation) -> ArchiveUpdate``), batch-first;
 - :class:`MapElites` (``ask() -> offspring``; ``tell(offspring, scores) -> ArchiveUpdate``;
   ``toolbox.map(toolbox.evaluate, offspring) -> (P, K)`` scores), :class:`GradientAscent`.
+
+On a CUDA GPU a generation makes no host sync: variation is dense there
+(:func:`operators.sparse_on`), and mutation, crossover and the CPPN render are fused Triton
+kernels (:mod:`variation_fused`, :mod:`cppn_fused`; torch's own passes where Triton is missing).
 """
 
 from foolkit.evolve.archive import Archive, ArchiveUpdate, ClassFitness, Elite

@@ -42,8 +42,20 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def available(device: torch.device) -> bool:
-    """Whether :func:`render` runs on ``device``."""
-    return triton is not None and (device.type == "cuda" or (INTERPRETED and device.type == "cpu"))
+    """Whether foolkit's Triton kernels (this render, :mod:`foolkit.evolve.variation_fused`) run on
+    ``device``: a CUDA GPU that Triton compiles for (compute capability 7.0 or newer), unless
+    ``FOOLKIT_TRITON=0`` turns them off (torch's own passes then, slower); or the CPU in Triton's
+    interpreter (tests)."""
+    if triton is None or os.environ.get("FOOLKIT_TRITON", "1") == "0":
+        return False
+    if device.type == "cuda":
+        return _capability(device.index if device.index is not None else torch.cuda.current_device()) >= (7, 0)
+    return INTERPRETED and device.type == "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
 
 
 if triton is not None:

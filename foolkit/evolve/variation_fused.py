@@ -10,25 +10,22 @@ formula (the same as :func:`~foolkit.evolve.operators.polynomial_step` and
 :func:`~foolkit.evolve.operators.sbx_step`) and writes the genes back in place.
 
 ``uniforms=`` hands a kernel its random numbers instead (tests: the same numbers through the torch
-formula must give the same genes). ``available(device)`` as in :mod:`foolkit.evolve.cppn_fused`.
+formula must give the same genes). ``available(device)``: :func:`foolkit.evolve.cppn_fused.available`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from foolkit.evolve.cppn_fused import INTERPRETED, triton
+from foolkit.evolve.cppn_fused import available, triton
+
+__all__ = ["available", "polynomial_", "sbx_"]
 
 if triton is not None:
     import triton.language as tl
 
 BLOCK = 1024
 _MIN_EXP = -80.0  # as operators.power: keeps exp clear of float32 denormals
-
-
-def available(device: torch.device) -> bool:
-    """Whether the fused operators run on ``device``."""
-    return triton is not None and (device.type == "cuda" or (INTERPRETED and device.type == "cpu"))
 
 
 if triton is not None:

@@ -196,7 +196,12 @@ outputs = {
     "sbx_drawn": vf.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(3), pair_prob=0.5, gene_prob=0.5),
     "masked": vf.polynomial_(x.clone() * 2 - 1, rate=1.0, eta=15.0, low=-1.0, up=1.0, gen=gen(4),
                              mask=x[0] < 0.2),
-}""", (x, y, eta_rows, u_mut, u_sbx))
+    "available": vf.available(torch.device("cpu")),
+}
+import os
+os.environ["FOOLKIT_TRITON"] = "0"  # the switch that turns the kernels off
+outputs["switched_off"] = vf.available(torch.device("cpu"))""", (x, y, eta_rows, u_mut, u_sbx))
+    assert out["available"] and not out["switched_off"]
     flat = x.reshape(-1)
     step = polynomial_step(flat, u_mut[1], eta=15.0, low=0.0, up=1.0)
     assert torch.allclose(out["given"].reshape(-1), torch.where(u_mut[0] < 0.3, step, flat), atol=2e-6)

@@ -19,6 +19,13 @@ from foolkit.models import Classifier, new_model
 from foolkit.runs import RunDir
 
 
+def test_a_direct_run_fools_every_class_on_the_cpus_and_an_accelerators_path(lenet, path: str) -> None:
+    """The issue's target (population 200, all ten digits at 99.99% within 50 generations) with
+    sparse variation (the CPU's) and dense (an accelerator's, here on the CPU)."""
+    res = run_evolution(lenet, EvolveConfig(generations=50, population=200, seed=0, until=0.9999), progress=False)
+    assert res.stopped == "until" and (res.confidences >= 0.9999).all(), (path, res.confidences)
+
+
 def test_cppn_run_fools_every_class_and_saved_elites_still_fool(lenet, tmp_path: Path) -> None:
     cfg = EvolveConfig(encoding="cppn", generations=40, population=100, seed=0, until=0.9999)
     res = run_evolution(lenet, cfg, out=tmp_path / "run", progress=False)
