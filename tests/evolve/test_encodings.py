@@ -153,8 +153,9 @@ def test_the_fused_gpu_render_matches_one_by_one_evaluation(triton_interpreter) 
     the CPU (``TRITON_INTERPRET=1``, which Triton reads as it is imported: a fresh process)."""
     assert list(cppn_fused.CODES) == list(cppn.ACTIVATIONS)  # a kernel code per activation name, in order
     cases, expected = [], []
-    for outputs, activations in ((1, cppn.PAPER_ACTIVATIONS), (3, tuple(cppn.ACTIVATIONS)), (1, ("abs", "cosine"))):
-        spec = cppn.CPPNSpec(outputs=outputs, hidden=8, activations=activations)
+    for outputs, activations, hidden in ((1, cppn.PAPER_ACTIVATIONS, 8), (3, tuple(cppn.ACTIVATIONS), 8),
+                                         (1, ("abs", "cosine"), 8), (3, cppn.PAPER_ACTIVATIONS, 0), (1, ("sine",), 3)):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
         g = cppn.sample(spec, 12, gen(0), "cpu")
         for i in range(25):
             g = cppn.mutate(g, spec, gen(100 + i))
