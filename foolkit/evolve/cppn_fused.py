@@ -24,6 +24,7 @@ CPU-only tests check it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -129,6 +130,12 @@ if triton is not None:
                 tl.store(base + c * X, tl.minimum(tl.maximum(v, 0.0), 1.0), mask=mask)
 
 
+def launching_on(device: torch.device) -> contextlib.AbstractContextManager:
+    """The context a kernel for tensors on ``device`` is launched in: Triton launches on the
+    current CUDA device, which for ``cuda:1`` tensors must be made ``cuda:1`` first."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 @functools.lru_cache(maxsize=16)
 def _codes(activations: tuple[str, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor([CODES[a] for a in activations], dtype=torch.int32, device=device)
@@ -144,7 +151,8 @@ def render(w: torch.Tensor, act: torch.Tensor, activations: tuple[str, ...], out
     out = torch.empty(P, 3 if outputs == 3 else 1, X, device=w.device)
     if P and X:
         grid = (P, triton.cdiv(X, BLOCK))
-        _render_kernel[grid](w.contiguous(), act.contiguous(), _codes(activations, w.device), coords.contiguous(),
-                             out, X, N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
-                             num_warps=WARPS)
+        with launching_on(w.device):
+            _render_kernel[grid](w.contiguous(), act.contiguous(), _codes(activations, w.device), coords.contiguous(),
+                                 out, X, N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
+                                 num_warps=WARPS)
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.evolve.cppn_fused import available, triton
+from foolkit.evolve.cppn_fused import available, launching_on, triton
 
 __all__ = ["available", "polynomial_", "sbx_"]
 
@@ -119,10 +119,11 @@ def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low:
     mask_t = mask.expand_as(x).contiguous().view(torch.uint8) if mask is not None else x
     seed = _seed(gen, x.device) if uniforms is None else x
     if n:
-        _polynomial_kernel[(triton.cdiv(n, BLOCK),)](
-            x, mask_t, eta_t, seed, uniforms if uniforms is not None else x, n, row_len, float(rate),
-            0.0 if per_row else float(eta), float(low), float(up), HAS_MASK=mask is not None, ETA_PER_ROW=per_row,
-            GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
+        with launching_on(x.device):
+            _polynomial_kernel[(triton.cdiv(n, BLOCK),)](
+                x, mask_t, eta_t, seed, uniforms if uniforms is not None else x, n, row_len, float(rate),
+                0.0 if per_row else float(eta), float(low), float(up), HAS_MASK=mask is not None,
+                ETA_PER_ROW=per_row, GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
     return x
 
 
@@ -135,7 +136,8 @@ def sbx_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float,
     row_len = n // max(a.shape[0], 1) if a.dim() > 1 else 1
     seed = _seed(gen, a.device) if uniforms is None else a
     if n:
-        _sbx_kernel[(triton.cdiv(n, BLOCK),)](
-            a, b, seed, uniforms if uniforms is not None else a, n, row_len, float(pair_prob), float(gene_prob),
-            float(eta), float(low), float(up), GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
+        with launching_on(a.device):
+            _sbx_kernel[(triton.cdiv(n, BLOCK),)](
+                a, b, seed, uniforms if uniforms is not None else a, n, row_len, float(pair_prob), float(gene_prob),
+                float(eta), float(low), float(up), GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
     return a, b
