@@ -31,9 +31,9 @@ def run_in_triton_interpreter(code: str, tmp_path, inputs: object) -> object:
     import torch
 
     pytest.importorskip("triton")
-    script = ("import sys, torch\ninputs = torch.load(sys.argv[1], weights_only=False)\n" + code
+    script = ("import sys, torch\ninputs = torch.load(sys.argv[1], weights_only=True)\n" + code
               + "\ntorch.save(outputs, sys.argv[2])\n")
     torch.save(inputs, tmp_path / "inputs.pt")
     subprocess.run([sys.executable, "-c", script, tmp_path / "inputs.pt", tmp_path / "outputs.pt"], check=True,
                    env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
-    return torch.load(tmp_path / "outputs.pt", weights_only=False)
+    return torch.load(tmp_path / "outputs.pt", weights_only=True)
