@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import torch
 
-from foolkit.evolve import cppn_fused
+from foolkit.evolve import cppn_cpu, cppn_fused
 from foolkit.evolve.operators import polynomial_mutation_
 
 NUM_INPUTS = 4
@@ -293,9 +293,16 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     dev = w.device
     if P == 0:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
-    if fused or (fused is None and sparse is None and cppn_fused.available(dev)):
-        images = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev))
-        return images.view(P, 3 if O == 3 else 1, height, width)
+    if fused or (fused is None and sparse is None):
+        if cppn_fused.available(dev):
+            images = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev))
+            return images.view(P, 3 if O == 3 else 1, height, width)
+        if dev.type == "cpu" and cppn_cpu.available():
+            out = cppn_cpu.render(w, act, alive, spec.activations, O, _coordinates(height, width, dev))
+            out = out.view(P, O, height, width)
+            return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0) if O == 3 else out
+        if fused:
+            raise RuntimeError(f"no fused CPPN render on {dev} (needs Triton on CUDA, numba on the CPU)")
     _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)
 
     # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots
@@ -415,11 +422,14 @@ def _edit(flat: torch.Tensor, take: torch.Tensor, col: torch.Tensor, value: torc
 
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
-           rate_scale: float = 1.0) -> dict[str, torch.Tensor]:
+           rate_scale: float = 1.0, fused: bool | None = None) -> dict[str, torch.Tensor]:
     """Mutate every genome of the batch in place (DEAP's convention: vary copies) and return it:
     weights, activations, then the structural mutations, each with its per-genome probability.
     ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving).
-    No host sync: every edit is a masked scatter over the population (:func:`_edit`)."""
+    No host sync: every edit is a masked scatter over the population (:func:`_edit`). On the CPU
+    with numba (``fused=None``) the structural mutations run as one compiled loop over the genomes
+    instead, from the same random numbers and with the same result
+    (:func:`foolkit.evolve.cppn_cpu.mutate_structure`); ``fused=False``: the torch passes."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     A = len(spec.activations)
@@ -434,8 +444,13 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
 
     # the structural mutations, in turn: every random number they need, one row per use
+    u = torch.rand(15, P, generator=gen, device=dev)
+    if fused is not False and dev.type == "cpu" and cppn_cpu.available():
+        cppn_cpu.mutate_structure(genomes, u, allowed, hidden, (spec.add_connection, spec.delete_connection,
+                                  spec.change_connection, spec.add_node, spec.delete_node), wmax, A)
+        return genomes
     (u_add, u_add_take, u_add_w, u_del, u_del_take, u_chg, u_chg_end, u_chg_other, u_chg_take, u_split, u_slot,
-     u_split_take, u_split_act, u_kill, u_kill_take) = torch.rand(15, P, generator=gen, device=dev)
+     u_split_take, u_split_act, u_kill, u_kill_take) = u
     live_edges = allowed & _outer_and(alive)  # what the topology and the live nodes permit (nodes change last)
     w_flat, on_flat = w.view(P, N * N), on.view(P, N * N)  # views: edge src → dst is column src·N + dst
 

@@ -134,7 +134,8 @@ def _render_one_by_one(genomes: dict[str, torch.Tensor], spec: cppn.CPPNSpec, h:
 
 
 def test_cppn_render_matches_one_by_one_evaluation() -> None:
-    """The compacted, step-by-step sparse render equals evaluating every genome on its own."""
+    """Every CPU render equals evaluating every genome on its own: the default (the numba kernel,
+    :mod:`foolkit.evolve.cppn_cpu`) and the step-by-step torch render, sparse and dense."""
     for outputs, activations in ((1, cppn.PAPER_ACTIVATIONS), (3, tuple(cppn.ACTIVATIONS)), (1, ("abs", "cosine"))):
         spec = cppn.CPPNSpec(outputs=outputs, hidden=8, activations=activations)
         g = cppn.sample(spec, 24, gen(0), "cpu")
@@ -145,6 +146,7 @@ def test_cppn_render_matches_one_by_one_evaluation() -> None:
         expect = _render_one_by_one(g, spec, 9, 11)
         # sines of pre-activations of 40 and more, and the hue's factor 6, leave float32 about 2e-5 off
         assert torch.allclose(cppn.render(g, spec, 9, 11).double(), expect, atol=5e-5)
+        assert torch.allclose(cppn.render(g, spec, 9, 11, fused=False).double(), expect, atol=5e-5)
         assert torch.allclose(cppn.render(g, spec, 9, 11, sparse=False).double(), expect, atol=5e-5)  # the dense fallback (MPS)
 
 
@@ -176,22 +178,23 @@ outputs = [cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], c
 
 def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:
     """Renders through one workspace, big and small, in and out of inference mode, equal renders
-    without it, and an image from an earlier call is not overwritten by a later one."""
+    without it, and an image from an earlier call is not overwritten by a later one (the
+    step-by-step render's: the numba kernel needs no buffer of node values)."""
     for outputs in (1, 3):
         ws = cppn.Workspace(min_bytes=0)  # reuse every buffer (by default only those of 32 MB and more)
         spec = cppn.CPPNSpec(outputs=outputs, hidden=8)
         g = cppn.sample(spec, 16, gen(0), "cpu")
         for i in range(20):
             g = cppn.mutate(g, spec, gen(200 + i))
-        first = cppn.render(g, spec, 20, 20, workspace=ws)
+        first = cppn.render(g, spec, 20, 20, workspace=ws, fused=False)
         kept, buffer = first.clone(), ws._buffer.data_ptr()
         with torch.inference_mode():
-            near = cppn.render(g, spec, 19, 19, workspace=ws)  # fits: the same buffer
+            near = cppn.render(g, spec, 19, 19, workspace=ws, fused=False)  # fits: the same buffer
         assert ws._buffer.data_ptr() == buffer
-        small = cppn.render(g, spec, 6, 9, workspace=ws)  # far smaller: a smaller buffer replaces it
-        big = cppn.render(g, spec, 40, 40, workspace=ws)  # bigger than the buffer: it grows
+        small = cppn.render(g, spec, 6, 9, workspace=ws, fused=False)  # far smaller: a smaller buffer replaces it
+        big = cppn.render(g, spec, 40, 40, workspace=ws, fused=False)  # bigger than the buffer: it grows
         for img, (h, w) in ((first, (20, 20)), (near, (19, 19)), (small, (6, 9)), (big, (40, 40))):
-            assert torch.equal(img, cppn.render(g, spec, h, w))
+            assert torch.equal(img, cppn.render(g, spec, h, w, fused=False))
         assert torch.equal(first, kept)
     cpu = torch.device("cpu")
     buf = ws.get(10, cpu)

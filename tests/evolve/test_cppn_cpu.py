@@ -1,0 +1,100 @@
+"""The CPPN's CPU kernels (numba, :mod:`foolkit.evolve.cppn_cpu`) against their oracles: float64
+math, the torch mutate (bit for bit) and the torch render; and the switch that turns them off."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from foolkit.evolve import cppn, cppn_cpu
+
+pytestmark = pytest.mark.skipif(not cppn_cpu.available(), reason="numba not installed or FOOLKIT_NUMBA=0")
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def evolved(spec: cppn.CPPNSpec, n: int, generations: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = cppn.sample(spec, n, gen(seed), "cpu")
+    for i in range(generations):
+        g = cppn.mutate(g, spec, gen(1000 * seed + i))
+    return g
+
+
+def test_the_kernels_sine_cosine_and_exponential_are_float32_accurate() -> None:
+    """The polynomial sine, cosine and exponential against float64 over the range a CPPN's
+    pre-activations can reach (|z| <= 200: weights up to 10 from at most 20 sources in [-1, 1])."""
+    assert list(cppn_cpu.CODES) == list(cppn.ACTIVATIONS)  # a kernel code per activation name, in order
+    z = np.concatenate([np.linspace(-260, 260, 40001), np.arange(-80, 81) * math.pi / 2, [0.0, 1e-30, -1e-7]])
+    z32 = z.astype(np.float32)
+    exact = z32.astype(np.float64)  # the float32 input is the argument: measure the function, not its rounding
+    sin = np.array([cppn_cpu._sin(v) for v in z32], dtype=np.float64)
+    cos = np.array([cppn_cpu._cos(v) for v in z32], dtype=np.float64)
+    assert np.abs(sin - np.sin(exact)).max() < 3e-7
+    assert np.abs(cos - np.cos(exact)).max() < 3e-7
+    e = -np.abs(z32[np.abs(z32) <= 80])
+    parts = [cppn_cpu._exp_parts(v) for v in e]
+    got = np.array([poly * np.array(bits, np.int32).view(np.float32) for poly, bits in parts], dtype=np.float64)
+    expect = np.exp(e.astype(np.float64))
+    assert (np.abs(got - expect) <= 3e-7 * expect).all()  # relative: e^-80 is 2e-35
+
+
+def test_the_cpu_render_matches_the_torch_render_and_uses_every_activation() -> None:
+    for outputs, activations, hidden in ((1, cppn.PAPER_ACTIVATIONS, 16), (3, tuple(cppn.ACTIVATIONS), 8),
+                                         (1, ("cosine", "abs"), 3), (3, cppn.PAPER_ACTIVATIONS, 0)):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
+        g = evolved(spec, 40, 60)
+        for h, w in ((28, 28), (5, 7)):
+            fast = cppn.render(g, spec, h, w)
+            assert fast.shape == (40, 3 if outputs == 3 else 1, h, w) and fast.min() >= 0 and fast.max() <= 1
+            # the torch render folds weights; float32 error through chains of weights up to 10
+            assert (fast - cppn.render(g, spec, h, w, fused=False)).abs().max() < 2e-3
+
+
+def test_the_cpu_render_does_not_depend_on_threads_or_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = cppn.CPPNSpec(outputs=3, activations=tuple(cppn.ACTIVATIONS))
+    g = evolved(spec, 37, 40)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cppn.render(g, spec, 30, 30)
+        monkeypatch.setattr(cppn_cpu, "GRAIN", 1)  # as many threads as torch has, in chunks of 3 genomes
+        torch.set_num_threads(3)
+        assert torch.equal(one, cppn.render(g, spec, 30, 30))
+        monkeypatch.setattr(cppn_cpu, "TILE", 64)  # tiles of the pixels: the last one short
+        assert torch.equal(one, cppn.render(g, spec, 30, 30))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_cpu_structural_mutation_equals_the_torch_mutate_bit_for_bit() -> None:
+    """From the same generator state the numba mutate gives the same genomes as the torch passes,
+    generation after generation (each then mutates its own result), for several shapes."""
+    for outputs, hidden, activations in ((1, 16, cppn.PAPER_ACTIVATIONS), (3, 8, tuple(cppn.ACTIVATIONS)),
+                                         (1, 3, ("sine",)), (3, 0, cppn.PAPER_ACTIVATIONS), (1, 1, ("abs", "linear"))):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
+        torch_way = cppn.sample(spec, 50, gen(7), "cpu")
+        kernel_way = {k: v.clone() for k, v in torch_way.items()}
+        g1, g2 = gen(8), gen(8)
+        for i in range(150):
+            scale = 0.5 if i >= 100 else 1.0
+            cppn.mutate(torch_way, spec, g1, rate_scale=scale, fused=False)
+            cppn.mutate(kernel_way, spec, g2, rate_scale=scale)
+            for key in torch_way:
+                assert torch.equal(torch_way[key], kernel_way[key]), (outputs, hidden, i, key)
+        grown = torch_way["alive"].sum(1) - cppn.NUM_INPUTS - outputs
+        assert hidden == 0 or grown.max() == hidden  # the nodes grew to the cap: every mutation had work
+
+
+def test_foolkit_numba_0_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = cppn.CPPNSpec()
+    g = evolved(spec, 20, 30)
+    monkeypatch.setenv("FOOLKIT_NUMBA", "0")
+    assert not cppn_cpu.available()
+    assert torch.equal(cppn.render(g, spec, 12, 12), cppn.render(g, spec, 12, 12, fused=False))
+    with pytest.raises(RuntimeError, match="no fused CPPN render on cpu"):
+        cppn.render(g, spec, 12, 12, fused=True)
