@@ -424,31 +424,39 @@ def _edit(flat: torch.Tensor, take: torch.Tensor, col: torch.Tensor, value: torc
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
            rate_scale: float = 1.0, fused: bool | None = None) -> dict[str, torch.Tensor]:
     """Mutate every genome of the batch in place (DEAP's convention: vary copies) and return it:
-    weights, activations, then the structural mutations, each with its per-genome probability.
-    ``rate_scale`` multiplies the per-gene weight and activation rates (the paper's rate halving).
-    No host sync: every edit is a masked scatter over the population (:func:`_edit`). On the CPU
-    with numba (``fused=None``) the structural mutations run as one compiled loop over the genomes
-    instead, from the same random numbers and with the same result
-    (:func:`foolkit.evolve.cppn_cpu.mutate_structure`); ``fused=False``: the torch passes."""
+    weights, activations, then the structural mutations (:func:`mutate_structure`), each with its
+    per-genome probability. ``rate_scale`` multiplies the per-gene weight and activation rates
+    (the paper's rate halving). On the CPU with numba (``fused=None``) all of it is compiled
+    loops over the genomes (:func:`foolkit.evolve.cppn_cpu.mutate`: the same structural
+    mutations, bit for bit, from the same uniforms; its weights and activations draw from a
+    counter-based generator); ``fused=False``, or elsewhere: torch passes, with no host sync."""
+    w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
+    P, N = act.shape
+    A = len(spec.activations)
+    dev = w.device
+    inputs, hidden, _, allowed = _constants(spec, dev)[:4]
+    if fused is not False and dev.type == "cpu" and cppn_cpu.available():
+        return cppn_cpu.mutate(genomes, spec, gen, rate_scale=rate_scale, inputs=inputs, hidden=hidden,
+                               allowed=allowed)
+    wmax = spec.weight_range
+    polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
+    resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
+    act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
+    return mutate_structure(genomes, spec, torch.rand(15, P, generator=gen, device=dev))
+
+
+def mutate_structure(genomes: dict[str, torch.Tensor], spec: CPPNSpec, u: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The structural mutations, in turn, in place, from uniforms ``u`` ``(15, P)`` (one row per
+    use): add, delete and change connection, add and delete node. Each picks its edge or slot
+    for every genome at once (:func:`_pick`) and edits only the genomes that take it: a masked
+    scatter over the population (:func:`_edit`), so no host sync."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     A = len(spec.activations)
     dev = w.device
     rows = torch.arange(P, device=dev)
-    inputs, hidden, slot, allowed = _constants(spec, dev)[:4]
+    _, hidden, slot, allowed = _constants(spec, dev)[:4]
     wmax = spec.weight_range
-
-    # weights and activations
-    polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
-    resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
-    act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
-
-    # the structural mutations, in turn: every random number they need, one row per use
-    u = torch.rand(15, P, generator=gen, device=dev)
-    if fused is not False and dev.type == "cpu" and cppn_cpu.available():
-        cppn_cpu.mutate_structure(genomes, u, allowed, hidden, (spec.add_connection, spec.delete_connection,
-                                  spec.change_connection, spec.add_node, spec.delete_node), wmax, A)
-        return genomes
     (u_add, u_add_take, u_add_w, u_del, u_del_take, u_chg, u_chg_end, u_chg_other, u_chg_take, u_split, u_slot,
      u_split_take, u_split_act, u_kill, u_kill_take) = u
     live_edges = allowed & _outer_and(alive)  # what the topology and the live nodes permit (nodes change last)

@@ -1,5 +1,6 @@
 """The CPPN's CPU kernels (numba, :mod:`foolkit.evolve.cppn_cpu`) against their oracles: float64
-math, the torch mutate (bit for bit) and the torch render; and the switch that turns them off."""
+math, the torch structural mutations (bit for bit), the torch formula and render; and the switch
+that turns them off."""
 
 from __future__ import annotations
 
@@ -71,23 +72,67 @@ def test_the_cpu_render_does_not_depend_on_threads_or_chunks(monkeypatch: pytest
         torch.set_num_threads(threads)
 
 
-def test_the_cpu_structural_mutation_equals_the_torch_mutate_bit_for_bit() -> None:
-    """From the same generator state the numba mutate gives the same genomes as the torch passes,
-    generation after generation (each then mutates its own result), for several shapes."""
+def test_the_cpu_structural_mutation_equals_the_torch_passes_bit_for_bit() -> None:
+    """From the same uniforms the numba structural mutations give the same genomes as the torch
+    passes, on every generation of a run that grows the CPPNs to their cap, for several shapes."""
     for outputs, hidden, activations in ((1, 16, cppn.PAPER_ACTIVATIONS), (3, 8, tuple(cppn.ACTIVATIONS)),
                                          (1, 3, ("sine",)), (3, 0, cppn.PAPER_ACTIVATIONS), (1, 1, ("abs", "linear"))):
         spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
-        torch_way = cppn.sample(spec, 50, gen(7), "cpu")
-        kernel_way = {k: v.clone() for k, v in torch_way.items()}
-        g1, g2 = gen(8), gen(8)
-        for i in range(150):
-            scale = 0.5 if i >= 100 else 1.0
-            cppn.mutate(torch_way, spec, g1, rate_scale=scale, fused=False)
-            cppn.mutate(kernel_way, spec, g2, rate_scale=scale)
-            for key in torch_way:
+        inputs, hidden_slots, _, allowed = cppn._constants(spec, torch.device("cpu"))[:4]
+        rates = (spec.add_connection, spec.delete_connection, spec.change_connection, spec.add_node, spec.delete_node)
+        g, draws = cppn.sample(spec, 50, gen(7), "cpu"), gen(8)
+        for i in range(120):
+            g = cppn.mutate(g, spec, draws)  # the run: the numba path throughout
+            u = torch.rand(15, 50, generator=draws)
+            torch_way, kernel_way = ({k: v.clone() for k, v in g.items()} for _ in range(2))
+            cppn.mutate_structure(torch_way, spec, u)
+            cppn_cpu.mutate_structure(kernel_way, u, allowed, hidden_slots, rates, spec.weight_range, len(activations))
+            for key in g:
                 assert torch.equal(torch_way[key], kernel_way[key]), (outputs, hidden, i, key)
-        grown = torch_way["alive"].sum(1) - cppn.NUM_INPUTS - outputs
+            assert any(not torch.equal(torch_way[k], g[k]) for k in g)  # something changed
+        grown = g["alive"].sum(1) - cppn.NUM_INPUTS - outputs
         assert hidden == 0 or grown.max() == hidden  # the nodes grew to the cap: every mutation had work
+
+
+def test_the_cpu_weight_step_is_the_torch_formula() -> None:
+    from foolkit.evolve.operators import polynomial_step
+
+    x = torch.rand(20000, generator=gen(0)) * 20 - 10
+    x[:4] = torch.tensor([-10.0, 10.0, 0.0, 9.999])  # at the bounds too
+    u = torch.rand(20000, generator=gen(1))
+    u[4:6] = torch.tensor([0.5, 0.0])
+    expect = polynomial_step(x.double(), u.double(), eta=15.0, low=-10.0, up=10.0)
+    got = torch.tensor([cppn_cpu._polynomial(float(a), float(b), 15.0, -10.0, 10.0) for a, b in zip(x, u)],
+                       dtype=torch.float64)
+    assert torch.allclose(got, expect, atol=1e-9) and (got - x.double()).abs().max() > 1  # and it moves genes
+
+
+def test_the_cpu_weight_and_activation_mutation_rates_and_determinism() -> None:
+    spec = cppn.CPPNSpec(activations=tuple(cppn.ACTIVATIONS))
+    g = evolved(spec, 400, 40)
+    inputs = cppn.NUM_INPUTS
+    for scale in (1.0, 0.25):
+        before = {k: v.clone() for k, v in g.items()}
+        u = {k: v.clone() for k, v in g.items()}
+        cppn_cpu._vary(*(u[k].numpy() for k in ("w", "on", "act", "alive")), cppn._constants(spec, torch.device(
+            "cpu"))[0].numpy(), np.uint64(12345), np.float32(0.1 * scale), 15.0, 10.0, np.float32(0.1 * scale), 6)
+        moved = u["w"] != before["w"]
+        assert not moved[~before["on"]].any() and u["w"].abs().max() <= 10  # only enabled weights, in range
+        assert abs(moved[before["on"]].float().mean().item() - 0.1 * scale) < 0.012
+        live = before["alive"].clone()
+        live[:, :inputs] = False  # inputs keep their (unused) activation
+        changed = u["act"] != before["act"]
+        assert not changed[~live].any()
+        # a resampled activation is new with probability 5/6 (six to choose from)
+        assert abs(changed[live].float().mean().item() - 0.1 * scale * 5 / 6) < 0.012
+        again = {k: v.clone() for k, v in g.items()}
+        cppn_cpu._vary(*(again[k].numpy() for k in ("w", "on", "act", "alive")), cppn._constants(spec, torch.device(
+            "cpu"))[0].numpy(), np.uint64(12345), np.float32(0.1 * scale), 15.0, 10.0, np.float32(0.1 * scale), 6)
+        assert all(torch.equal(u[k], again[k]) for k in g)  # the key determines it
+    a, b = ({k: v.clone() for k, v in g.items()} for _ in range(2))
+    cppn.mutate(a, spec, gen(3))
+    cppn.mutate(b, spec, gen(3))
+    assert all(torch.equal(a[k], b[k]) for k in g)  # and a run's generator determines the key
 
 
 def test_foolkit_numba_0_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,5 +141,8 @@ def test_foolkit_numba_0_turns_the_kernels_off(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FOOLKIT_NUMBA", "0")
     assert not cppn_cpu.available()
     assert torch.equal(cppn.render(g, spec, 12, 12), cppn.render(g, spec, 12, 12, fused=False))
+    a, b = ({k: v.clone() for k, v in g.items()} for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(cppn.mutate(a, spec, gen(1)).values(),
+                                                  cppn.mutate(b, spec, gen(1), fused=False).values()))
     with pytest.raises(RuntimeError, match="no fused CPPN render on cpu"):
         cppn.render(g, spec, 12, 12, fused=True)
