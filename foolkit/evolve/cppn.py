@@ -298,9 +298,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
             images = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev))
             return images.view(P, 3 if O == 3 else 1, height, width)
         if dev.type == "cpu" and cppn_cpu.available():
-            out = cppn_cpu.render(w, act, alive, spec.activations, O, _coordinates(height, width, dev))
-            out = out.view(P, O, height, width)
-            return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0) if O == 3 else out
+            images = cppn_cpu.render(w, act, alive, spec.activations, O, _coordinates(height, width, dev))
+            return images.view(P, 3 if O == 3 else 1, height, width)
         if fused:
             raise RuntimeError(f"no fused CPPN render on {dev} (needs Triton on CUDA, numba on the CPU)")
     _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)

@@ -74,6 +74,7 @@ PI_A, PI_B, PI_C, INV_PI = f32(_PI_A), f32(_PI_B), f32(_PI_C), f32(1.0 / math.pi
 _LN2_A, _LN2_B = _split(math.log(2.0), 12)
 LN2_A, LN2_B, LOG2E = f32(_LN2_A), f32(_LN2_B), f32(1.0 / math.log(2.0))
 ZERO, HALF, ONE, TWO = f32(0.0), f32(0.5), f32(1.0), f32(2.0)
+SIXTH, THIRD, TWO_THIRDS, SIX = f32(1 / 6), f32(1 / 3), f32(2 / 3), f32(6.0)
 # Taylor coefficients: sin on [-π/2, π/2] to r^11 (error below 6e-8), e^r on [-ln2/2, ln2/2] to r^7 (5e-9)
 S3, S5, S7, S9, S11 = (f32(c) for c in (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800))
 E2, E3, E4, E5, E6, E7 = (f32(1 / math.factorial(n)) for n in range(2, 8))
@@ -117,6 +118,19 @@ if numba is not None:
         r = (e - k * LN2_A) - k * LN2_B
         poly = ONE + r * (ONE + r * (E2 + r * (E3 + r * (E4 + r * (E5 + r * (E6 + r * E7))))))
         return poly, (np.int32(k) + np.int32(127)) << np.int32(23)
+
+    @numba.njit(inline="always", fastmath={"contract"})
+    def _hls_channel(hue, m1, m2):
+        hue = hue - np.floor(hue)
+        if hue < SIXTH:
+            v = m1 + (m2 - m1) * hue * SIX
+        elif hue < HALF:
+            v = m2
+        elif hue < TWO_THIRDS:
+            v = m1 + (m2 - m1) * (TWO_THIRDS - hue) * SIX
+        else:
+            v = m1
+        return min(max(v, ZERO), ONE)
 
     @_jit(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
     def _render_range(w, act, alive, codes, coords, out, start, stop):  # pragma: no cover - compiled
@@ -194,10 +208,21 @@ if numba is not None:
                     else:
                         for x in range(t):
                             row[x] = min(abs(z[x]), ONE)
-                for o in range(O):
-                    row = vals[N - O + o]
+                if O == 1:
+                    row = vals[N - 1]
                     for x in range(t):
-                        out[p, o, x0 + x] = min(max((row[x] + ONE) * HALF, ZERO), ONE)
+                        out[p, 0, x0 + x] = min(max((row[x] + ONE) * HALF, ZERO), ONE)
+                else:  # hue, lightness, saturation → RGB, as cppn.hls_to_rgb
+                    for x in range(t):
+                        h = min(max((vals[N - 3, x] + ONE) * HALF, ZERO), ONE)
+                        lum = min(max((vals[N - 2, x] + ONE) * HALF, ZERO), ONE)
+                        sat = min(max((vals[N - 1, x] + ONE) * HALF, ZERO), ONE)
+                        m2 = lum * (ONE + sat) if lum <= HALF else lum + sat - lum * sat
+                        m1 = TWO * lum - m2
+                        gray = sat == ZERO
+                        out[p, 0, x0 + x] = lum if gray else _hls_channel(h + THIRD, m1, m2)
+                        out[p, 1, x0 + x] = lum if gray else _hls_channel(h, m1, m2)
+                        out[p, 2, x0 + x] = lum if gray else _hls_channel(h - THIRD, m1, m2)
 
     @numba.njit(inline="always")
     def _uniform(key, counter):
@@ -388,8 +413,8 @@ def render(w: torch.Tensor, act: torch.Tensor, alive: torch.Tensor, activations:
            coords: torch.Tensor) -> torch.Tensor:
     """Render ``P`` CPPNs on the CPU: ``w`` ``(P, N, N)`` float32 weights (0 where a connection is
     off), ``act`` ``(P, N)`` activation indices into ``activations``, ``alive`` ``(P, N)``, ``coords``
-    ``(4, H*W)`` inputs → ``(P, outputs, H*W)`` output node values mapped to [0, 1] (hue, lightness
-    and saturation for colour). Outputs are the last ``outputs`` slots."""
+    ``(4, H*W)`` inputs → ``(P, 1 or 3, H*W)`` in [0, 1]: gray, or the three outputs as hue,
+    lightness and saturation mapped to RGB. Outputs are the last ``outputs`` slots."""
     P, X = act.shape[0], coords.shape[1]
     out = torch.empty(P, outputs, X)
     if P and X:
