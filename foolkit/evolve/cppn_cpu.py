@@ -225,13 +225,18 @@ if numba is not None:
                         out[p, 2, x0 + x] = lum if gray else _hls_channel(h - THIRD, m1, m2)
 
     @numba.njit(inline="always")
-    def _uniform(key, counter):
-        """A uniform float32 in [0, 1) from a 64-bit key and a counter (splitmix64 of the two): a
-        counter-based generator, so a gene's numbers depend on neither the order nor the thread."""
+    def _mix(key, counter):
+        """64 random bits from a 64-bit key and a counter (splitmix64 of the two): a counter-based
+        generator, so a gene's numbers depend on neither the order nor the thread."""
         z = key + counter * np.uint64(0x9E3779B97F4A7C15)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return np.float32((z ^ (z >> np.uint64(31))) >> np.uint64(40)) * np.float32(2.0**-24)
+        return z ^ (z >> np.uint64(31))
+
+    @numba.njit(inline="always")
+    def _uniform(key, counter):
+        """A uniform float32 in [0, 1) (a multiple of 2^-24) from :func:`_mix`."""
+        return np.float32(_mix(key, counter) >> np.uint64(40)) * np.float32(2.0**-24)
 
     @numba.njit(inline="always")
     def _polynomial(x, u, eta, low, up):

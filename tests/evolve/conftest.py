@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(params=["sparse", "dense"])
+@pytest.fixture(params=["compiled", "sparse", "dense"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test on both ways the operators work: sparse (the CPU's: only the picked genes are
-    drawn) and dense (an accelerator's: every gene, no host sync), here both on the CPU."""
+    """Run a test on every way the operators work, all here on the CPU: compiled (the CPU's with
+    numba: :mod:`foolkit.evolve.variation_cpu` and :mod:`foolkit.evolve.cppn_cpu`), sparse (the
+    CPU's without it: torch passes over only the picked genes) and dense (an accelerator's: every
+    gene, no host sync)."""
+    from foolkit.evolve import cppn_cpu
+
+    if request.param == "compiled" and not cppn_cpu.available():
+        pytest.skip("numba not installed or FOOLKIT_NUMBA=0")
+    if request.param != "compiled":
+        monkeypatch.setenv("FOOLKIT_NUMBA", "0")
     if request.param == "dense":
         monkeypatch.setattr("foolkit.evolve.operators.sparse_on", lambda device: False)
     return request.param

@@ -105,23 +105,29 @@ def test_sbx_crossover_rates_and_bounds(path: str) -> None:
     assert torch.equal(na, a) and torch.equal(nb, b)
 
 
-def test_dense_and_sparse_variation_draw_from_the_same_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The oracle for the dense path is the sparse one: over 200k genes the changed share and the
-    quantiles of the change agree within sampling error, for mutation and for crossover."""
+def test_every_variation_path_draws_from_the_same_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle for the dense path (an accelerator's) and the compiled one (the CPU's, numba)
+    is the sparse torch one: over 200k genes in 4096 pairs the changed share and the quantiles of
+    the change agree within sampling error, for mutation and for crossover."""
     import foolkit.evolve.operators as ops
+    from foolkit.evolve import variation_cpu
 
-    x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    y = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(4096, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    y = torch.rand(4096, 1, 7, 7, generator=torch.Generator().manual_seed(1))
     q = torch.tensor([0.1, 0.5, 0.9])
     seen = {}
-    for sparse in (True, False):
-        monkeypatch.setattr(ops, "sparse_on", lambda device, sparse=sparse: sparse)
+    for path in ("sparse", "dense", "compiled"):
+        if path == "compiled" and not variation_cpu.available():
+            continue
+        monkeypatch.setenv("FOOLKIT_NUMBA", "1" if path == "compiled" else "0")
+        monkeypatch.setattr(ops, "sparse_on", lambda device, path=path: path != "dense")
         m = polynomial_mutation_(x.clone(), rate=0.1, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(5))
         a, _ = sbx_crossover_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=torch.Generator().manual_seed(6))
         dm, da = (m - x)[m != x].abs(), (a - x)[a != x].abs()
-        seen[sparse] = ((m != x).float().mean(), dm.quantile(q), (a != x).float().mean(), da.quantile(q))
-    for s, d in zip(seen[True], seen[False]):
-        assert torch.allclose(s, d, rtol=0.05, atol=2e-3), (s, d)
+        seen[path] = ((m != x).float().mean(), dm.quantile(q), (a != x).float().mean(), da.quantile(q))
+    for path in seen:
+        for s, d in zip(seen["sparse"], seen[path]):
+            assert torch.allclose(s, d, rtol=0.05, atol=2e-3), (path, s, d)
 
 
 @pytest.mark.parametrize("p", [0.003, 0.1, 0.5, 0.9])
@@ -221,3 +227,44 @@ outputs["switched_off"] = vf.available(torch.device("cpu"))""", (x, y, eta_rows,
     assert 0.3 < rows_crossed.float().mean() < 0.7 and (a[~rows_crossed] == x[~rows_crossed]).all()
     moved = out["masked"] != x * 2 - 1
     assert torch.equal(moved, (x[0] < 0.2).expand_as(x) & moved) and moved.float().mean() > 0.15
+
+
+def test_the_compiled_cpu_variation_computes_the_torch_formulas() -> None:
+    """The CPU's numba kernels: given the same step uniforms they give the torch formulas' genes
+    (float32 in both: within the torch formula's own float32 error against float64); drawing
+    their own, they keep the rates, the bounds, each row's η and the mask, and a seed's results."""
+    from foolkit.evolve import variation_cpu as vc
+
+    if not vc.available():
+        pytest.skip("numba not installed or FOOLKIT_NUMBA=0")
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 10, 10, generator=g)
+    y = torch.rand(64, 3, 10, 10, generator=g)
+    n = x.numel()
+    eta_rows = torch.exp(torch.rand(64, 1, 1, 1, generator=g) * 3)
+    u = torch.rand(2, n, generator=g)
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    flat = x.reshape(-1)
+    for eta in (15.0, eta_rows, eta_rows.expand_as(x)):  # a number, one per row, one per gene
+        got = vc.polynomial_(x.clone(), rate=1.0, eta=eta, low=0.0, up=1.0, gen=gen(0), uniforms=u[0]).reshape(-1)
+        e = eta if isinstance(eta, float) else eta.expand_as(x).reshape(-1)
+        expect = polynomial_step(flat.double(), u[0].double(), eta=e if isinstance(e, float) else e.double(), low=0.0,
+                                 up=1.0)
+        own = (polynomial_step(flat, u[0], eta=e, low=0.0, up=1.0).double() - expect).abs().max()
+        assert (got.double() - expect).abs().max() <= 2 * own + 1e-6
+    ca, cb = vc.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(0), pair_prob=1.0, gene_prob=1.0,
+                     uniforms=u)
+    ea, eb = sbx_step(flat.double(), y.reshape(-1).double(), u[0].double(), u[1] <= 0.5, eta=10.0, low=0.0, up=1.0)
+    ta, tb = sbx_step(flat, y.reshape(-1), u[0], u[1] <= 0.5, eta=10.0, low=0.0, up=1.0)
+    for got, expect, own in ((ca, ea, ta), (cb, eb, tb)):
+        assert (got.reshape(-1).double() - expect).abs().max() <= 2 * (own.double() - expect).abs().max() + 1e-6
+    # drawn: rates, bounds, the mask, determinism by seed
+    m1, m2, m3 = (vc.polynomial_(x.clone(), rate=0.1, eta=15.0, low=0.0, up=1.0, gen=gen(s)) for s in (1, 1, 2))
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3) and 0 <= m1.min() and m1.max() <= 1
+    assert abs((m1 != x).float().mean().item() - 0.1) < 0.01
+    masked = vc.polynomial_(x.clone(), rate=1.0, eta=15.0, low=0.0, up=1.0, gen=gen(4), mask=x[0] < 0.2)
+    assert torch.equal((masked != x), (x[0] < 0.2).expand_as(x) & (masked != x)) and (masked != x).any()
+    sa, sb = vc.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(3), pair_prob=0.5, gene_prob=0.5)
+    crossed = (sa != x).flatten(1).any(1)
+    assert 0.3 < crossed.float().mean() < 0.7 and torch.equal((sa != x).flatten(1)[~crossed].any(1), crossed[~crossed])
+    assert abs((sa != x).flatten(1)[crossed].float().mean().item() - 0.5) < 0.03 and 0 <= sa.min() and sb.max() <= 1
