@@ -32,8 +32,8 @@ Pieces, for finer control:
 On a CUDA GPU a generation makes no host sync: variation is dense there
 (:func:`operators.sparse_on`), and mutation, crossover and the CPPN render are fused Triton
 kernels (:mod:`variation_fused`, :mod:`cppn_fused`; torch's own passes where Triton is missing).
-On the CPU the CPPN's mutation and render are compiled loops over the genomes (numba,
-:mod:`cppn_cpu`; torch's passes without numba or with ``FOOLKIT_NUMBA=0``).
+On the CPU variation and the CPPN's mutation and render are compiled loops (numba,
+:mod:`variation_cpu`, :mod:`cppn_cpu`; torch's passes without numba or with ``FOOLKIT_NUMBA=0``).
 """
 
 from foolkit.evolve.archive import Archive, ArchiveUpdate, ClassFitness, Elite

@@ -134,8 +134,9 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
 
     ``mask`` (bool, broadcastable to ``x``) restricts which genes may mutate at all (e.g. enabled
     CPPN connections). ``eta`` may be a tensor broadcastable to ``x`` (per-individual values).
-    On the CPU only the picked genes are drawn and computed (about ``rate`` of them); elsewhere
-    every gene is, without a host sync (:func:`sparse_on`).
+    On the CPU only the picked genes are drawn and computed (about ``rate`` of them; compiled,
+    :mod:`foolkit.evolve.variation_cpu`, with numba); elsewhere every gene is, without a host sync
+    (:func:`sparse_on`).
     """
     flat = _flat(x)
     if not sparse_on(x.device):
@@ -194,7 +195,8 @@ def sbx_crossover_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, 
     """Cross the batches ``a`` and ``b`` (contiguous, same shape ``(P, ...)``) pairwise, in place:
     each pair crosses with probability ``pair_prob``, and then each gene with probability
     ``gene_prob`` (DEAP's 0.5). Returns ``(a, b)``; only the crossing genes of the crossing pairs
-    are drawn and computed on the CPU; elsewhere every gene is, without a host sync (:func:`sparse_on`)."""
+    are drawn and computed on the CPU (compiled with numba: :mod:`foolkit.evolve.variation_cpu`);
+    elsewhere every gene is, without a host sync (:func:`sparse_on`)."""
     _flat(a), _flat(b)
     if a.shape[0] == 0:
         return a, b
