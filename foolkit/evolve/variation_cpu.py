@@ -24,8 +24,10 @@ import math
 import numpy as np
 import torch
 
-from foolkit.evolve.cppn_cpu import (EXP_MIN, HALF, LN2_A, LN2_B, ONE, TWO, ZERO, _exp_parts, _jit, _mix, _uniform,
-                                     available, f32, numba)
+from foolkit.evolve.cppn_cpu import EXP_MIN, HALF, LN2_A, LN2_B, ONE, TWO, ZERO, available, f32, numba
+
+if numba is not None:
+    from foolkit.evolve.cppn_cpu import _exp_parts, _jit, _mix, _uniform
 
 __all__ = ["available", "polynomial_", "sbx_"]
 

@@ -268,3 +268,26 @@ def test_the_compiled_cpu_variation_computes_the_torch_formulas() -> None:
     crossed = (sa != x).flatten(1).any(1)
     assert 0.3 < crossed.float().mean() < 0.7 and torch.equal((sa != x).flatten(1)[~crossed].any(1), crossed[~crossed])
     assert abs((sa != x).flatten(1)[crossed].float().mean().item() - 0.5) < 0.03 and 0 <= sa.min() and sb.max() <= 1
+
+
+def test_evolution_runs_on_torch_alone_when_numba_is_missing() -> None:
+    """numba is a dependency, but an install without it (or one whose numba fails to import)
+    still evolves: the compiled kernels report unavailable and the torch passes run."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["numba"] = None  # import numba: ImportError
+import torch
+from foolkit.evolve import cppn, cppn_cpu, operators, variation_cpu
+assert not cppn_cpu.available() and not variation_cpu.available()
+g = torch.Generator().manual_seed(0)
+x = torch.rand(8, 1, 6, 6)
+operators.sbx_crossover_(x[:4], x[4:].clone(), eta=10.0, low=0.0, up=1.0, gen=g)
+operators.polynomial_mutation_(x, rate=0.5, eta=15.0, low=0.0, up=1.0, gen=g)
+spec = cppn.CPPNSpec()
+c = cppn.mutate(cppn.sample(spec, 8, g, "cpu"), spec, g)
+assert cppn.render(c, spec, 6, 6).shape == (8, 1, 6, 6)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
