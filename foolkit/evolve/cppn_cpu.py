@@ -1,4 +1,4 @@
-"""The CPPN's CPU kernels (numba): the render and the structural mutations, one genome at a time.
+"""The CPPN's CPU kernels (numba): the render and the mutation, one genome at a time.
 
 :func:`foolkit.evolve.cppn.render` without these walks the whole population node step by node
 step in torch: about 40 setup passes and eight calls a step, each over a buffer of every node's
@@ -9,9 +9,10 @@ speed: 200 LeNet CPPNs took 2.7 ms, a fifth of the LeNet forward of their images
 topological order), each a weighted sum of its sources' rows and an activation over a tile of
 pixels held in cache. Its sine and exponential are polynomials after a range reduction, as
 vector libraries compute them (within 2e-7 of float64), written out so the pixel loops
-vectorise; the Triton kernel (:mod:`foolkit.evolve.cppn_fused`) is the GPU's version of the
-same idea. Genomes are rendered in chunks on ``torch.get_num_threads()`` threads; each genome is
-computed alone, so the images do not depend on the thread count.
+vectorise; colour outputs are mapped from HLS to RGB in the same loop. The Triton kernel
+(:mod:`foolkit.evolve.cppn_fused`) is the GPU's version of the same idea. Each genome is
+computed alone, so the images do not depend on how genomes are split among threads (see
+:data:`GRAIN` for when they are).
 
 :func:`mutate` is :func:`foolkit.evolve.cppn.mutate` as two compiled loops over the genomes, in
 place of about 150 small whole-population torch passes (which a CPU runs at about 4 µs each,
@@ -23,7 +24,7 @@ mutations from the same uniforms as the torch version, and gives the same genome
 (the tests run both).
 
 ``available()`` says whether they run: numba importable, unless ``FOOLKIT_NUMBA=0``. Compiled
-code is cached on disk (numba's cache), so only the first run on a machine pays the ~3 s compile.
+code is cached on disk (numba's cache), so only the first run on a machine pays the ~4 s compile.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ except ImportError:  # pragma: no cover - a dependency; torch's passes run witho
 #: kernel codes of the activations, in ``cppn.ACTIVATIONS`` order (the tests check the two agree)
 CODES = {"sine": 0, "sigmoid": 1, "gaussian": 2, "linear": 3, "cosine": 4, "abs": 5}
 TILE = 2048  # most pixels per tile: (nodes + 1) rows of them stay in a core's cache (170 KB at 21 nodes)
+#: pixels each thread must have for the render to use more than one: a helper thread woken right
+#: after torch's OpenMP threads worked (they spin-wait about a millisecond for more) shares the
+#: calling thread's core, which made a 1.5 ms LeNet render 1.6 ms in the generation loop
 GRAIN = 262144
 
 
