@@ -421,24 +421,27 @@ def _edit(flat: torch.Tensor, take: torch.Tensor, col: torch.Tensor, value: torc
 
 
 def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *,
-           rate_scale: float = 1.0, fused: bool | None = None) -> dict[str, torch.Tensor]:
+           rate_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Mutate every genome of the batch in place (DEAP's convention: vary copies) and return it:
-    weights, activations, then the structural mutations (:func:`mutate_structure`), each with its
+    weights (:func:`~foolkit.evolve.operators.polynomial_mutation_` on the enabled connections),
+    activations, then the structural mutations (:func:`mutate_structure`), each with its
     per-genome probability. ``rate_scale`` multiplies the per-gene weight and activation rates
-    (the paper's rate halving). On the CPU with numba (``fused=None``) all of it is compiled
-    loops over the genomes (:func:`foolkit.evolve.cppn_cpu.mutate`: the same structural
-    mutations, bit for bit, from the same uniforms; its weights and activations draw from a
-    counter-based generator); ``fused=False``, or elsewhere: torch passes, with no host sync."""
+    (the paper's rate halving). Off the CPU no step syncs with the host. On the CPU with numba
+    every step is a compiled loop over the genomes (:mod:`foolkit.evolve.variation_cpu`,
+    :mod:`foolkit.evolve.cppn_cpu`: the same structural mutations, bit for bit, from the same
+    uniforms; the weights' and activations' own random numbers)."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     A = len(spec.activations)
     dev = w.device
     inputs, hidden, _, allowed = _constants(spec, dev)[:4]
-    if fused is not False and dev.type == "cpu" and cppn_cpu.available():
-        return cppn_cpu.mutate(genomes, spec, gen, rate_scale=rate_scale, inputs=inputs, hidden=hidden,
-                               allowed=allowed)
     wmax = spec.weight_range
     polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
+    if dev.type == "cpu" and cppn_cpu.available():
+        cppn_cpu.resample_activations(act, alive, inputs, gen, rate=spec.activation_rate * rate_scale, activations=A)
+        return cppn_cpu.mutate_structure(genomes, torch.rand(15, P, generator=gen), allowed, hidden,
+                                         (spec.add_connection, spec.delete_connection, spec.change_connection,
+                                          spec.add_node, spec.delete_node), wmax, A)
     resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
     act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
     return mutate_structure(genomes, spec, torch.rand(15, P, generator=gen, device=dev))

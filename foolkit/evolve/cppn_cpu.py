@@ -14,14 +14,14 @@ vectorise; colour outputs are mapped from HLS to RGB in the same loop. The Trito
 computed alone, so the images do not depend on how genomes are split among threads (see
 :data:`GRAIN` for when they are).
 
-:func:`mutate` is :func:`foolkit.evolve.cppn.mutate` as two compiled loops over the genomes, in
-place of about 150 small whole-population torch passes (which a CPU runs at about 4 µs each,
-twice that right after a model's forward: 1.1 ms a generation of 200 LeNet CPPNs, against 0.3
-ms here). The weights' polynomial mutation and the activations' resampling draw from a
-counter-based generator (splitmix64) keyed by a number drawn from the run's ``torch.Generator``,
-so a run is still determined by its seed; :func:`mutate_structure` makes the structural
-mutations from the same uniforms as the torch version, and gives the same genomes bit for bit
-(the tests run both).
+:func:`mutate_structure` and :func:`resample_activations` are the rest of
+:func:`foolkit.evolve.cppn.mutate` (whose weights go through :mod:`foolkit.evolve.variation_cpu`),
+as compiled loops over the genomes in place of about 150 small whole-population torch passes
+(which a CPU runs at about 4 µs each, twice that right after a model's forward: 1.1 ms a
+generation of 200 LeNet CPPNs, against 0.3 ms here). The structural mutations take the same
+uniforms as the torch version and give the same genomes bit for bit (the tests run both); the
+activations draw from a counter-based generator (splitmix64) keyed by a number drawn from the
+run's ``torch.Generator``, so a run is still determined by its seed.
 
 ``available()`` says whether they run: numba importable, unless ``FOOLKIT_NUMBA=0``. Compiled
 code is cached on disk (numba's cache), so only the first run on a machine pays the ~4 s compile.
@@ -36,13 +36,9 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-
-if TYPE_CHECKING:
-    from foolkit.evolve.cppn import CPPNSpec
 
 try:
     import numba
@@ -242,31 +238,13 @@ if numba is not None:
         """A uniform float32 in [0, 1) (a multiple of 2^-24) from :func:`_mix`."""
         return np.float32(_mix(key, counter) >> np.uint64(40)) * np.float32(2.0**-24)
 
-    @numba.njit(inline="always")
-    def _polynomial(x, u, eta, low, up):
-        """operators.polynomial_step (DEAP's bounded polynomial mutation) of one gene, in float64."""
-        span = up - low
-        v = 2.0 * u - 1.0
-        side = 1.0 if v > 0.0 else (-1.0 if v < 0.0 else 0.0)
-        a = abs(v)
-        gap = (x - 0.5 * (low + up)) * side / span + 0.5
-        r = (1.0 - a + a * gap ** (eta + 1.0)) ** (1.0 / (eta + 1.0))
-        return min(max(x - span * ((r - 1.0) * side), low), up)
-
     @_jit(nogil=True, boundscheck=False)
-    def _vary(w, on, act, alive, inputs, key, weight_rate, eta, wmax, act_rate, A):  # pragma: no cover - compiled
-        P, N, _ = w.shape
+    def _resample(act, alive, inputs, key, rate, A):  # pragma: no cover - compiled
+        P, N = act.shape
         for p in range(P):
-            for i in range(N):  # enabled connections only run from a lower slot to a higher one
-                for j in range(i + 1, N):
-                    if on[p, i, j]:
-                        c = np.uint64(2 * ((p * N + i) * N + j))
-                        if _uniform(key, c) < weight_rate:
-                            w[p, i, j] = _polynomial(np.float64(w[p, i, j]), np.float64(_uniform(key, c + np.uint64(1))),
-                                                     eta, -wmax, wmax)
             for k in range(N):
-                c = np.uint64(2 * (P * N * N + p * N + k))
-                if alive[p, k] and not inputs[k] and _uniform(key, c) < act_rate:
+                c = np.uint64(2 * (p * N + k))
+                if alive[p, k] and not inputs[k] and _uniform(key, c) < rate:
                     act[p, k] = min(np.int64(_uniform(key, c + np.uint64(1)) * np.float32(A)), A - 1)
 
     @numba.njit(inline="always")
@@ -434,29 +412,28 @@ def render(w: torch.Tensor, act: torch.Tensor, alive: torch.Tensor, activations:
     return out
 
 
-def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generator, *, rate_scale: float,
-           inputs: torch.Tensor, hidden: torch.Tensor, allowed: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`foolkit.evolve.cppn.mutate` on the CPU, in place: polynomial weight mutation and
-    activation resampling (random numbers from a counter-based generator keyed by a draw from
-    ``gen``), then :func:`mutate_structure` from ``gen``'s uniforms. ``inputs``, ``hidden``,
-    ``allowed``: the spec's slot masks and permitted edges."""
-    w, on, act, alive = (genomes[k].numpy() for k in ("w", "on", "act", "alive"))
-    key = np.uint64(int(torch.randint(0, 2**62, (), generator=gen)))
-    wmax = float(spec.weight_range)
-    _vary(w, on, act, alive, inputs.numpy(), key, np.float32(spec.weight_rate * rate_scale), float(spec.weight_eta),
-          wmax, np.float32(spec.activation_rate * rate_scale), len(spec.activations))
-    mutate_structure(genomes, torch.rand(15, act.shape[0], generator=gen), allowed, hidden,
-                     (spec.add_connection, spec.delete_connection, spec.change_connection, spec.add_node,
-                      spec.delete_node), spec.weight_range, len(spec.activations))
-    return genomes
+def resample_activations(act: torch.Tensor, alive: torch.Tensor, inputs: torch.Tensor, gen: torch.Generator, *,
+                         rate: float, activations: int) -> None:
+    """Give each live non-input node of ``act`` ``(P, N)`` a new activation, drawn uniformly from
+    ``activations``, with probability ``rate``, in place (numbers from the counter-based generator,
+    keyed by a draw from ``gen``)."""
+    _resample(act.numpy(), alive.numpy(), inputs.numpy(), key_from(gen), np.float32(rate), activations)
+
+
+def key_from(gen: torch.Generator) -> np.uint64:
+    """A key for the counter-based generator, drawn from ``gen`` (so a run stays determined by its seed)."""
+    return np.uint64(int(torch.randint(0, 2**62, (), generator=gen)))
 
 
 def mutate_structure(genomes: dict[str, torch.Tensor], u: torch.Tensor, allowed: torch.Tensor,
-                     hidden: torch.Tensor, rates: tuple[float, ...], weight_range: float, activations: int) -> None:
-    """The structural mutations of :func:`foolkit.evolve.cppn.mutate`, in place, from its ``(15, P)``
-    uniforms ``u``: ``rates`` are the add-connection, delete-connection, change-connection,
-    add-node and delete-node probabilities."""
+                     hidden: torch.Tensor, rates: tuple[float, ...], weight_range: float,
+                     activations: int) -> dict[str, torch.Tensor]:
+    """:func:`foolkit.evolve.cppn.mutate_structure` in place, from the same ``(15, P)`` uniforms
+    ``u``, and returns ``genomes``: ``allowed`` and ``hidden`` are the spec's permitted edges and
+    hidden slots, ``rates`` its add-connection, delete-connection, change-connection, add-node and
+    delete-node probabilities."""
     arrays = [genomes[k].numpy() for k in ("w", "on", "act", "alive")]
     rates_ = np.array(rates, dtype=np.float32)  # compared in float32, as torch does
     _structure(*arrays, u.contiguous().numpy(), allowed.numpy(), hidden.numpy(), rates_, np.float32(weight_range),
                activations)
+    return genomes

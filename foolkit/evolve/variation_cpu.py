@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from foolkit.evolve.cppn_cpu import EXP_MIN, HALF, LN2_A, LN2_B, ONE, TWO, ZERO, available, f32, numba
+from foolkit.evolve.cppn_cpu import EXP_MIN, HALF, LN2_A, LN2_B, ONE, TWO, ZERO, available, f32, key_from, numba
 
 if numba is not None:
     from foolkit.evolve.cppn_cpu import _exp_parts, _jit, _mix, _uniform
@@ -197,10 +197,6 @@ if numba is not None:
             a[g], b[g] = (c2, c1) if swap else (c1, c2)
 
 
-def _key(gen: torch.Generator) -> np.uint64:
-    return np.uint64(int(torch.randint(0, 2**62, (), generator=gen)))
-
-
 _NONE_F = np.empty(0, np.float32)
 _ALL = np.ones(1, np.bool_)
 
@@ -222,7 +218,7 @@ def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low:
             etas = eta.detach().float().expand_as(x).contiguous().view(-1).numpy()
     mask_np = mask.expand_as(x).reshape(-1).numpy() if mask is not None else _ALL
     given = uniforms.reshape(-1).float().contiguous().numpy() if uniforms is not None else _NONE_F
-    _polynomial(flat, mask_np, etas, per, _key(gen), float(rate),
+    _polynomial(flat, mask_np, etas, per, key_from(gen), float(rate),
                 f32(eta if not isinstance(eta, torch.Tensor) else 0.0), f32(low), f32(up), given)
     return x
 
@@ -235,6 +231,6 @@ def sbx_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float,
     step and swap uniforms instead of drawn ones (the rows and genes that cross are drawn)."""
     row_len = max(1, a.numel() // max(1, a.shape[0]))
     given = uniforms.reshape(-1).float().contiguous().numpy() if uniforms is not None else _NONE_F
-    _sbx(a.view(-1).numpy(), b.view(-1).numpy(), row_len, _key(gen), float(pair_prob), float(gene_prob),
+    _sbx(a.view(-1).numpy(), b.view(-1).numpy(), row_len, key_from(gen), float(pair_prob), float(gene_prob),
          f32(eta), f32(low), f32(up), given)
     return a, b
