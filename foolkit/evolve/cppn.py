@@ -262,9 +262,10 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
            sparse: bool | None = None, workspace: Workspace | None = None, fused: bool | None = None) -> torch.Tensor:
     """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
 
-    On a CUDA device with Triton (``fused=None``, or ``fused=True``) this is one fused kernel,
-    :mod:`foolkit.evolve.cppn_fused`: no host sync, no buffer of node values. Otherwise, and with
-    ``fused=False``, the step-by-step render below, built for the CPU.
+    By default (``fused=None``, or ``fused=True``) this is one fused kernel: on a CUDA device
+    with Triton :mod:`foolkit.evolve.cppn_fused` (no host sync, no buffer of node values), on the
+    CPU with numba :mod:`foolkit.evolve.cppn_cpu` (one compiled loop per genome). Otherwise, and
+    with ``fused=False``, the step-by-step torch render below.
 
     The work is proportional to the nodes and connections genomes actually have, not to the slot
     capacity. Every node value is one row of pixels in one buffer ``B``: rows 0-3 are the inputs,

@@ -40,13 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from foolkit.evolve.cppn_fused import CODES  # the activations' kernel codes, shared with the GPU kernel
+
 try:
     import numba
 except ImportError:  # pragma: no cover - a dependency; torch's passes run without it
     numba = None
 
-#: kernel codes of the activations, in ``cppn.ACTIVATIONS`` order (the tests check the two agree)
-CODES = {"sine": 0, "sigmoid": 1, "gaussian": 2, "linear": 3, "cosine": 4, "abs": 5}
 TILE = 2048  # most pixels per tile: (nodes + 1) rows of them stay in a core's cache (170 KB at 21 nodes)
 #: pixels each thread must have for the render to use more than one: a helper thread woken right
 #: after torch's OpenMP threads worked (they spin-wait about a millisecond for more) shares the
