@@ -124,6 +124,11 @@ class CPPNSpec:
         object.__setattr__(self, "activations", tuple(self.activations))  # hashable: constants are cached per spec
 
     @property
+    def structure_rates(self) -> tuple[float, float, float, float, float]:
+        """The per-genome probabilities of add, delete and change connection, add and delete node."""
+        return (self.add_connection, self.delete_connection, self.change_connection, self.add_node, self.delete_node)
+
+    @property
     def nodes(self) -> int:
         return NUM_INPUTS + self.hidden + self.outputs
 
@@ -427,10 +432,13 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     weights (:func:`~foolkit.evolve.operators.polynomial_mutation_` on the enabled connections),
     activations, then the structural mutations (:func:`mutate_structure`), each with its
     per-genome probability. ``rate_scale`` multiplies the per-gene weight and activation rates
-    (the paper's rate halving). Off the CPU no step syncs with the host. On the CPU with numba
-    every step is a compiled loop over the genomes (:mod:`foolkit.evolve.variation_cpu`,
-    :mod:`foolkit.evolve.cppn_cpu`: the same structural mutations, bit for bit, from the same
-    uniforms; the weights' and activations' own random numbers)."""
+    (the paper's rate halving). Off the CPU no step syncs with the host. Each step is a compiled
+    kernel where one runs: on a CUDA GPU with Triton the weights are one pass
+    (:mod:`foolkit.evolve.variation_fused`) and the activations and structure another
+    (:func:`foolkit.evolve.cppn_fused.mutate_`); on the CPU with numba, loops over the genomes
+    (:mod:`foolkit.evolve.variation_cpu`, :mod:`foolkit.evolve.cppn_cpu`). Both give the structural
+    mutations of :func:`mutate_structure` bit for bit, from the same uniforms; the weights and
+    activations draw their own random numbers."""
     w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
     P, N = act.shape
     A = len(spec.activations)
@@ -438,11 +446,15 @@ def mutate(genomes: dict[str, torch.Tensor], spec: CPPNSpec, gen: torch.Generato
     inputs, hidden, _, allowed = _constants(spec, dev)[:4]
     wmax = spec.weight_range
     polynomial_mutation_(w, rate=spec.weight_rate * rate_scale, eta=spec.weight_eta, low=-wmax, up=wmax, gen=gen, mask=on)
+    if (cppn_fused.available(dev) and N <= cppn_fused.MAX_NODES
+            and all(t.is_contiguous() for t in (w, on, act, alive))):
+        return cppn_fused.mutate_(genomes, torch.rand(15, P, generator=gen, device=dev), outputs=spec.outputs,
+                                  rates=spec.structure_rates, weight_range=wmax, activations=A,
+                                  activation_rate=spec.activation_rate * rate_scale, gen=gen)
     if dev.type == "cpu" and cppn_cpu.available():
         cppn_cpu.resample_activations(act, alive, inputs, gen, rate=spec.activation_rate * rate_scale, activations=A)
         return cppn_cpu.mutate_structure(genomes, torch.rand(15, P, generator=gen), allowed, hidden,
-                                         (spec.add_connection, spec.delete_connection, spec.change_connection,
-                                          spec.add_node, spec.delete_node), wmax, A)
+                                         spec.structure_rates, wmax, A)
     resample = (torch.rand((P, N), generator=gen, device=dev) < spec.activation_rate * rate_scale) & alive & ~inputs
     act.copy_(torch.where(resample, torch.randint(A, (P, N), generator=gen, device=dev), act))
     return mutate_structure(genomes, spec, torch.rand(15, P, generator=gen, device=dev))

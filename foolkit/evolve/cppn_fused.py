@@ -1,4 +1,4 @@
-"""The CPPN render as one fused GPU kernel (Triton), for CUDA devices.
+"""The CPPN's GPU kernels (Triton), for CUDA devices: the render and the mutation.
 
 :func:`foolkit.evolve.cppn.render` is built for the CPU: it compacts each genome's live nodes,
 reads their sizes back (two host syncs) and runs one sparse product and a few in-place
@@ -6,15 +6,22 @@ activation calls per node step, about 160 kernel launches for LeNet-sized CPPNs.
 launches and syncs, not the arithmetic, set its speed: 32768 LeNet CPPNs took 16 ms, twice the
 LeNet forward of the same images, on an H100.
 
-Here one program renders ``BLOCK`` pixels of one genome. It walks every slot in order (slot
-order is a topological order) and keeps, in registers, the pre-activation of every node still
-to come: a computed node adds its value times its outgoing weights to all of them at once (a
-zero weight is a connection that is off, so dead nodes and absent edges add nothing). It reads
-each weight once and writes only the output pixels: no buffer of node values in memory, no host
-sync, one launch. The arithmetic is the same as :func:`~foolkit.evolve.cppn.activate`'s,
+Here one program of :func:`render` renders ``BLOCK`` pixels of one genome. It walks every slot
+in order (slot order is a topological order) and keeps, in registers, the pre-activation of every
+node still to come: a computed node adds its value times its outgoing weights to all of them at
+once (a zero weight is a connection that is off, so dead nodes and absent edges add nothing). It
+reads each weight once and writes only the output pixels: no buffer of node values in memory, no
+host sync, one launch. The arithmetic is the same as :func:`~foolkit.evolve.cppn.activate`'s,
 without the weight folding, so the two renders agree to float32 round-off, which chains of
 weights up to 10 amplify: up to about 4e-3 on CPPNs with 16 hidden nodes (half a level of an
 8-bit image); the tests hold both to a float64 oracle.
+
+:func:`mutate_` is the rest of :func:`foolkit.evolve.cppn.mutate` after the weights (which
+:mod:`foolkit.evolve.variation_fused` mutates): the activations and the structural mutations,
+in one launch. In torch those are about 60 passes over the whole population, 2.5 ms a
+generation of 32768 LeNet CPPNs on an H100 and most of the launches of a generation of 4096.
+One program holds one genome in registers and picks each mutation's edge or slot with a prefix
+sum over its lanes; from the same uniforms it gives the torch passes' genomes bit for bit.
 
 ``available(device)`` says whether it can run (a CUDA GPU Triton compiles for, with ``triton``
 importable: it ships with torch's CUDA wheels on Linux). With ``TRITON_INTERPRET=1`` set before
@@ -130,10 +137,130 @@ if triton is not None:
                 tl.store(base + c * X, tl.minimum(tl.maximum(v, 0.0), 1.0), mask=mask)
 
 
+    @triton.jit
+    def _bits_at(bits, i):
+        """Bit ``i`` (a vector of slot numbers) of the int64 ``bits``, as bool."""
+        return ((bits >> i.to(tl.int64)) & 1) != 0
+
+    @triton.jit
+    def _choose(candidates, index, u):
+        """One of the True lanes of ``candidates``: the r-th in lane order, r = ⌊u · count⌋ + 1 capped
+        at the count, as cppn._pick (in float32, as there) → (its ``index``, found); (0, False) when
+        there are none."""
+        c = candidates.to(tl.int32)
+        n = tl.sum(c, 0)
+        r = tl.minimum((u * n.to(tl.float32)).to(tl.int32), n - 1)
+        return tl.sum(tl.where(candidates & (tl.cumsum(c, 0) == r + 1), index, 0), 0), n > 0
+
+    @triton.jit
+    def _weight_at(w, e, edge):
+        """``w[edge]`` out of the register vector ``w`` (lanes ``e``): exact, the sign of a zero too."""
+        return tl.max(tl.where(e == edge, w, float("-inf")), 0)
+
+    @triton.jit
+    def _mutate_kernel(w_ptr, on_ptr, act_ptr, alive_ptr, u_ptr, rates_ptr, seed_ptr, P, wmax, split_weight,
+                       activation_rate, A, N: tl.constexpr, OUTPUTS: tl.constexpr, BLOCK_E: tl.constexpr,
+                       BLOCK_S: tl.constexpr):
+        # one genome per program, held in registers: its edges (lane e = src·N + dst) and its slots
+        p = tl.program_id(0)
+        e = tl.arange(0, BLOCK_E)
+        edge_in = e < N * N
+        src = e // N
+        dst = e % N
+        slots = tl.arange(0, BLOCK_S)
+        slot_in = slots < N
+        hidden = (slots >= 4) & (slots < N - OUTPUTS)
+        # what the topology permits: forward, never out of an output, never into an input (CPPNSpec.allowed)
+        allowed = edge_in & (src < dst) & (src < N - OUTPUTS) & (dst >= 4)
+        genome = p.to(tl.int64) * (N * N)
+        w = tl.load(w_ptr + genome + e, mask=edge_in, other=0.0)
+        on = tl.load(on_ptr + genome + e, mask=edge_in, other=0) != 0
+        act = tl.load(act_ptr + p.to(tl.int64) * N + slots, mask=slot_in, other=0)
+        alive = tl.load(alive_ptr + p.to(tl.int64) * N + slots, mask=slot_in, other=0) != 0
+        one = tl.full((BLOCK_S,), 1, tl.int64)
+        alive_bits = tl.sum(tl.where(alive, one << slots.to(tl.int64), 0), 0)
+        hidden_bits = tl.sum(tl.where(hidden, one << slots.to(tl.int64), 0), 0)
+
+        # activations: each live non-input node resampled with probability activation_rate
+        u_pick, u_new, _, _ = tl.rand4x(tl.load(seed_ptr), p * N + slots)
+        resample = alive & (slots >= 4) & (u_pick < activation_rate)
+        act = tl.where(resample, tl.minimum((u_new * A).to(tl.int64), A - 1), act)
+
+        # the structural mutations (cppn.mutate_structure), from the uniforms u[i, p]
+        u = u_ptr + p
+        live_edges = allowed & _bits_at(alive_bits, src) & _bits_at(alive_bits, dst)
+        # add connection
+        edge, ok = _choose(live_edges & ~on, e, tl.load(u))
+        at = tl.where(ok & (tl.load(u + P) < tl.load(rates_ptr)), e == edge, False)
+        on = on | at
+        w = tl.where(at, (tl.load(u + 2 * P) * 2.0 - 1.0) * wmax, w)
+        # delete connection
+        edge, ok = _choose(on, e, tl.load(u + 3 * P))
+        at = tl.where(ok & (tl.load(u + 4 * P) < tl.load(rates_ptr + 1)), e == edge, False)
+        on = on & ~at
+        w = tl.where(at, 0.0, w)
+        # change connection: move one end of an enabled connection to a free slot, keeping its weight.
+        # The free edges out of its source (into its destination) are, in lane order, in order of
+        # their new destination (source): the same r-th candidate as cppn's scan over the slots
+        edge, ok = _choose(on, e, tl.load(u + 5 * P))
+        keep_src = tl.load(u + 6 * P) < 0.5
+        ends = live_edges & ~on & tl.where(keep_src, src == edge // N, dst == edge % N)
+        moved, ok2 = _choose(ends, e, tl.load(u + 7 * P))
+        take = ok & ok2 & (tl.load(u + 8 * P) < tl.load(rates_ptr + 2))
+        at_old = tl.where(take, e == edge, False)
+        at_new = tl.where(take, e == moved, False)
+        w = tl.where(at_new, _weight_at(w, e, edge), w)
+        w = tl.where(at_old, 0.0, w)
+        on = (on & ~at_old) | at_new
+        # add node: split an enabled connection a → b through a vacant hidden slot a < k < b
+        vacant_bits = hidden_bits & ~alive_bits
+        span = tl.maximum(dst - src - 1, 0).to(tl.int64)  # the slots strictly between
+        between = ((vacant_bits >> (src + 1).to(tl.int64)) & ((tl.full((BLOCK_E,), 1, tl.int64) << span) - 1)) != 0
+        edge, ok = _choose(on & between, e, tl.load(u + 9 * P))
+        a = edge // N
+        b = edge % N
+        k, ok2 = _choose(_bits_at(vacant_bits, slots) & slot_in & (slots > a) & (slots < b), slots,
+                         tl.load(u + 10 * P))
+        take = ok & ok2 & (tl.load(u + 11 * P) < tl.load(rates_ptr + 3))
+        at_old = tl.where(take, e == edge, False)
+        at_in = tl.where(take, e == a * N + k, False)
+        at_out = tl.where(take, e == k * N + b, False)
+        at_node = tl.where(take, slots == k, False)
+        w = tl.where(at_out, _weight_at(w, e, edge), w)
+        w = tl.where(at_old, 0.0, w)
+        w = tl.where(at_in, split_weight, w)
+        on = (on & ~at_old) | at_in | at_out
+        alive = alive | at_node
+        act = tl.where(at_node, tl.minimum((tl.load(u + 12 * P) * A).to(tl.int64), A - 1), act)
+        # delete node, with its connections
+        k, ok = _choose(alive & hidden, slots, tl.load(u + 13 * P))
+        take = ok & (tl.load(u + 14 * P) < tl.load(rates_ptr + 4))
+        alive = alive & ~tl.where(take, slots == k, False)
+        gone = tl.where(take, (src == k) | (dst == k), False)
+        on = on & ~gone
+        w = tl.where(gone, 0.0, w)
+
+        tl.store(w_ptr + genome + e, w, mask=edge_in)
+        tl.store(on_ptr + genome + e, on.to(tl.uint8), mask=edge_in)
+        tl.store(act_ptr + p.to(tl.int64) * N + slots, act, mask=slot_in)
+        tl.store(alive_ptr + p.to(tl.int64) * N + slots, alive.to(tl.uint8), mask=slot_in)
+
+
 def launching_on(device: torch.device) -> contextlib.AbstractContextManager:
     """The context a kernel for tensors on ``device`` is launched in: Triton launches on the
     current CUDA device, which for ``cuda:1`` tensors must be made ``cuda:1`` first."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def philox_seed(gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A key for the kernels' Philox random numbers, drawn from ``gen`` on the device (no host sync),
+    so a run that uses them is still determined by its seed."""
+    return torch.randint(0, 2**31 - 2, (1,), generator=gen, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _rates(rates: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(rates, dtype=torch.float32, device=device)  # compared in float32, as torch does
 
 
 @functools.lru_cache(maxsize=16)
@@ -156,3 +283,34 @@ def render(w: torch.Tensor, act: torch.Tensor, activations: tuple[str, ...], out
                                  out, X, N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
                                  num_warps=WARPS)
     return out
+
+
+#: most slots a genome may have for :func:`mutate_`: it keeps a genome's live and vacant slots as
+#: the bits of one int64 (``CPPNSpec(hidden=57)`` with colour outputs); bigger ones take torch's passes
+MAX_NODES = 62
+
+
+def mutate_(genomes: dict[str, torch.Tensor], u: torch.Tensor, *, outputs: int, rates: tuple[float, ...],
+            weight_range: float, activations: int, activation_rate: float,
+            gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """:func:`foolkit.evolve.cppn.mutate` but for the weights, in one pass, in place: each live
+    non-input node's activation resampled with probability ``activation_rate`` (Philox numbers
+    keyed from ``gen``), then :func:`foolkit.evolve.cppn.mutate_structure` from the same ``(15, P)``
+    uniforms ``u``, bit for bit. ``rates``: the add-connection, delete-connection,
+    change-connection, add-node and delete-node probabilities. One program holds one genome in
+    registers (its edges as one vector, its slots as another) and picks each mutation's edge or
+    slot with a prefix sum. Genomes must be contiguous with at most :data:`MAX_NODES` slots."""
+    w, on, act, alive = genomes["w"], genomes["on"], genomes["act"], genomes["alive"]
+    P, N = act.shape
+    if N > MAX_NODES or not all(t.is_contiguous() for t in (w, on, act, alive)):
+        raise ValueError(f"the fused CPPN mutation takes contiguous genomes of at most {MAX_NODES} slots")
+    dev = w.device
+    seed = philox_seed(gen, dev)
+    if P:
+        block = triton.next_power_of_2(N * N)
+        with launching_on(dev):
+            _mutate_kernel[(P,)](w, on.view(torch.uint8), act, alive.view(torch.uint8), u.contiguous(), _rates(tuple(rates), dev), seed,
+                                 P, float(weight_range), min(1.0, float(weight_range)), float(activation_rate),
+                                 activations, N=N, OUTPUTS=outputs, BLOCK_E=block,
+                                 BLOCK_S=triton.next_power_of_2(N), num_warps=4 if block <= 1024 else 8)
+    return genomes

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from foolkit.evolve.cppn_fused import available, launching_on, triton
+from foolkit.evolve.cppn_fused import available, launching_on, philox_seed, triton
 
 __all__ = ["available", "polynomial_", "sbx_"]
 
@@ -99,11 +99,6 @@ if triton is not None:
         tl.store(b_ptr + offs, tl.where(cross, tl.where(swap, c1, c2), b), mask=inside)
 
 
-def _seed(gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """A Philox key drawn from ``gen`` on the device (no host sync)."""
-    return torch.randint(0, 2**31 - 2, (1,), generator=gen, device=device)
-
-
 def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low: float, up: float,
                 gen: torch.Generator, mask: torch.Tensor | None = None,
                 uniforms: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +112,7 @@ def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low:
         raise ValueError("a tensor eta must hold one value per row")
     eta_t = eta.reshape(-1).float().contiguous() if per_row else x  # type: ignore[union-attr]
     mask_t = mask.expand_as(x).contiguous().view(torch.uint8) if mask is not None else x
-    seed = _seed(gen, x.device) if uniforms is None else x
+    seed = philox_seed(gen, x.device) if uniforms is None else x
     if n:
         with launching_on(x.device):
             _polynomial_kernel[(triton.cdiv(n, BLOCK),)](
@@ -134,7 +129,7 @@ def sbx_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float,
     uniforms instead of drawn ones (the row uniform read at every gene of the row)."""
     n = a.numel()
     row_len = n // max(a.shape[0], 1) if a.dim() > 1 else 1
-    seed = _seed(gen, a.device) if uniforms is None else a
+    seed = philox_seed(gen, a.device) if uniforms is None else a
     if n:
         with launching_on(a.device):
             _sbx_kernel[(triton.cdiv(n, BLOCK),)](

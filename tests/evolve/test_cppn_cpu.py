@@ -79,7 +79,7 @@ def test_the_cpu_structural_mutation_equals_the_torch_passes_bit_for_bit() -> No
                                          (1, 3, ("sine",)), (3, 0, cppn.PAPER_ACTIVATIONS), (1, 1, ("abs", "linear"))):
         spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
         inputs, hidden_slots, _, allowed = cppn._constants(spec, torch.device("cpu"))[:4]
-        rates = (spec.add_connection, spec.delete_connection, spec.change_connection, spec.add_node, spec.delete_node)
+        rates = spec.structure_rates
         g, draws = cppn.sample(spec, 50, gen(7), "cpu"), gen(8)
         for i in range(120):
             g = cppn.mutate(g, spec, draws)  # the run: the numba path throughout

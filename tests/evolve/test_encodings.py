@@ -176,6 +176,62 @@ outputs = [cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], c
         assert torch.allclose(got, expect, atol=tolerance), ((got - expect).abs().max(), tolerance)
 
 
+def test_the_fused_gpu_mutation_equals_the_torch_passes_bit_for_bit(triton_interpreter) -> None:
+    """The CUDA mutation kernel, in Triton's interpreter: from the same uniforms its structural
+    mutations give the torch passes' genomes bit for bit, on genomes from every stage of a run
+    (fresh, growing, at the cap of hidden nodes), for several shapes; its activation resampling
+    keeps its rate, leaves inputs and dead slots alone and is determined by the generator; and
+    ``cppn.mutate`` takes it where it runs."""
+    cases, expected = [], []
+    for outputs, hidden, activations in ((1, 16, cppn.PAPER_ACTIVATIONS), (3, 8, tuple(cppn.ACTIVATIONS)),
+                                         (1, 1, ("abs", "linear")), (3, 0, cppn.PAPER_ACTIVATIONS)):
+        spec = cppn.CPPNSpec(outputs=outputs, hidden=hidden, activations=activations)
+        g, snapshots = cppn.sample(spec, 8, gen(7), "cpu"), []
+        for i in range(121):
+            if i in (0, 10, 30, 60, 90, 120):
+                snapshots.append({k: v.clone() for k, v in g.items()})
+            g = cppn.mutate(g, spec, gen(300 + i))
+        genomes = {k: torch.cat([s[k] for s in snapshots]) for k in g}
+        grown = genomes["alive"].sum(1) - cppn.NUM_INPUTS - outputs
+        assert hidden == 0 or grown.max() == hidden  # some at the cap: add node finds no slot there
+        u = torch.rand(15, 48, generator=gen(hidden))
+        cases.append({"genomes": genomes, "u": u, "spec": (outputs, spec.structure_rates, len(activations))})
+        expected.append(cppn.mutate_structure({k: v.clone() for k, v in genomes.items()}, spec, u))
+    out = triton_interpreter("""
+from foolkit.evolve import cppn, cppn_fused
+gen = lambda s: torch.Generator().manual_seed(s)
+outputs = {"structure": []}
+for case in inputs[:-1]:
+    outputs_, rates, activations = case["spec"]
+    outputs["structure"].append(cppn_fused.mutate_(case["genomes"], case["u"], outputs=outputs_, rates=rates,
+                                weight_range=10.0, activations=activations, activation_rate=0.0, gen=gen(0)))
+genomes = inputs[-1]
+resample = lambda seed: cppn_fused.mutate_({k: v.clone() for k, v in genomes.items()}, torch.rand(15, 40),
+                                           outputs=1, rates=(0.0,) * 5, weight_range=10.0, activations=4,
+                                           activation_rate=0.5, gen=gen(seed))["act"]
+outputs["resampled"] = [resample(1), resample(1), resample(2)]
+fused, calls = cppn_fused.mutate_, []
+cppn_fused.mutate_ = lambda *args, **kwargs: calls.append(1) or fused(*args, **kwargs)
+outputs["mutated"] = cppn.mutate({k: v[:8].clone() for k, v in genomes.items()}, cppn.CPPNSpec(), gen(3))
+outputs["calls"] = len(calls)""",
+                             cases + [{k: v[8:].clone() for k, v in cases[0]["genomes"].items()}])
+    for got, expect in zip(out["structure"], expected):
+        for key in expect:
+            assert torch.equal(got[key], expect[key]), key
+    before = cases[0]["genomes"]["act"][8:]
+    alive = cases[0]["genomes"]["alive"][8:]
+    live = alive.clone()
+    live[:, :cppn.NUM_INPUTS] = False
+    one, same, other = out["resampled"]
+    assert torch.equal(one, same) and not torch.equal(one, other)
+    changed = one != before
+    assert not changed[~live].any() and abs(changed[live].float().mean().item() - 0.5 * 3 / 4) < 0.08
+    mutated, spec = out["mutated"], cppn.CPPNSpec()
+    assert out["calls"] == 1 and any(not torch.equal(mutated[k], v[8:16]) for k, v in cases[0]["genomes"].items())
+    assert not mutated["w"][~mutated["on"]].any()  # weights of connections that are off are 0
+    assert not (mutated["on"] & ~(spec.allowed("cpu") & cppn._outer_and(mutated["alive"]))).any()
+
+
 def test_cppn_render_workspace_is_reused_and_never_shared_with_the_images() -> None:
     """Renders through one workspace, big and small, in and out of inference mode, equal renders
     without it, and an image from an earlier call is not overwritten by a later one (the
