@@ -31,7 +31,7 @@ import torch
 
 from foolkit.evolve import EvolveConfig, MapElites, run_evolution
 from foolkit.evolve.encodings import take
-from foolkit.images import model_view, quantize
+from foolkit.images import model_view
 from foolkit.models import Classifier, load_model
 from foolkit.runs import atomic_write_json
 from foolkit.utils import resolve_device
@@ -75,7 +75,7 @@ def phases(evo: MapElites, generations: int) -> dict[str, dict[str, float]]:
         offspring = evo.ask()
         sync(dev)
         t1 = time.perf_counter()
-        images = quantize(evo.encoding.decode(offspring))
+        images = evo.encoding.decode(offspring, quantize=True)
         sync(dev)
         t2 = time.perf_counter()
         scores = evo.scorer(images)
@@ -86,7 +86,7 @@ def phases(evo: MapElites, generations: int) -> dict[str, dict[str, float]]:
         t4 = time.perf_counter()
         for key, a, b in (("ask", t0, t1), ("decode", t1, t2), ("score", t2, t3), ("tell", t3, t4)):
             times[key].append((b - a) * 1e3)
-    repeated = {"ask": lambda: evo.ask(), "decode": lambda: quantize(evo.encoding.decode(offspring)),
+    repeated = {"ask": lambda: evo.ask(), "decode": lambda: evo.encoding.decode(offspring, quantize=True),
                 "score": lambda: evo.scorer(images)}
     alone: dict[str, list[float]] = {}
     for key, fn in repeated.items():
@@ -144,7 +144,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     fwd, rate = [], []
     for _ in range(rounds):
         assert evo.population is not None
-        x = model_view(quantize(evo.encoding.decode(take(evo.population, slice(0, batch)))), model.input_size)
+        x = model_view(evo.encoding.decode(take(evo.population, slice(0, batch)), quantize=True), model.input_size)
         model(x)
         sync(dev)
         t0 = time.perf_counter()

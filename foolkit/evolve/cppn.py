@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import torch
 
+from foolkit import images
 from foolkit.evolve import cppn_cpu, cppn_fused
 from foolkit.evolve.operators import polynomial_mutation_
 
@@ -264,8 +265,11 @@ def _kept_buffer(numel: int, device: torch.device) -> torch.Tensor:
 
 
 def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width: int, *,
-           sparse: bool | None = None, workspace: Workspace | None = None, fused: bool | None = None) -> torch.Tensor:
-    """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1].
+           quantize: bool = False, sparse: bool | None = None, workspace: Workspace | None = None,
+           fused: bool | None = None) -> torch.Tensor:
+    """Render every genome at ``height × width``: → ``(P, 1 or 3, H, W)`` in [0, 1]; with
+    ``quantize``, rounded to 8-bit levels: :func:`foolkit.images.quantize` of the image, bit for
+    bit, done by the fused kernels as they write the pixels (no extra passes).
 
     By default (``fused=None``, or ``fused=True``) this is one fused kernel: on a CUDA device
     with Triton :mod:`foolkit.evolve.cppn_fused` (no host sync, no buffer of node values), on the
@@ -301,11 +305,13 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
     if fused or (fused is None and sparse is None):
         if cppn_fused.available(dev):
-            images = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev))
-            return images.view(P, 3 if O == 3 else 1, height, width)
+            rendered = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev),
+                                         quantize=quantize)
+            return rendered.view(P, 3 if O == 3 else 1, height, width)
         if dev.type == "cpu" and cppn_cpu.available():
-            images = cppn_cpu.render(w, act, alive, spec.activations, O, _coordinates(height, width, dev))
-            return images.view(P, 3 if O == 3 else 1, height, width)
+            rendered = cppn_cpu.render(w, act, alive, spec.activations, O, _coordinates(height, width, dev),
+                                       quantize=quantize)
+            return rendered.view(P, 3 if O == 3 else 1, height, width)
         if fused:
             raise RuntimeError(f"no fused CPPN render on {dev} (needs Triton on CUDA, numba on the CPU)")
     _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)
@@ -395,8 +401,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
         r, e = r + n, e + m
     out = B.index_select(0, pos[:, M:].reshape(-1)).view(P, O, height, width)
     if O == 3:
-        return hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0)
-    return out
+        out = hls_to_rgb(out[:, 0], out[:, 1], out[:, 2]).clamp(0.0, 1.0)
+    return images.quantize(out) if quantize else out
 
 
 def _outer_and(alive: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,7 @@ PI_A, PI_B, PI_C, INV_PI = f32(_PI_A), f32(_PI_B), f32(_PI_C), f32(1.0 / math.pi
 _LN2_A, _LN2_B = _split(math.log(2.0), 12)
 LN2_A, LN2_B, LOG2E = f32(_LN2_A), f32(_LN2_B), f32(1.0 / math.log(2.0))
 ZERO, HALF, ONE, TWO = f32(0.0), f32(0.5), f32(1.0), f32(2.0)
+LEVELS = f32(255.0)  # an 8-bit image's top level
 SIXTH, THIRD, TWO_THIRDS, SIX = f32(1 / 6), f32(1 / 3), f32(2 / 3), f32(6.0)
 # Taylor coefficients: sin on [-π/2, π/2] to r^11 (error below 6e-8), e^r on [-ln2/2, ln2/2] to r^7 (5e-9)
 S3, S5, S7, S9, S11 = (f32(c) for c in (-1 / 6, 1 / 120, -1 / 5040, 1 / 362880, -1 / 39916800))
@@ -133,7 +134,7 @@ if numba is not None:
         return min(max(v, ZERO), ONE)
 
     @_jit(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
-    def _render_range(w, act, alive, codes, coords, out, start, stop):  # pragma: no cover - compiled
+    def _render_range(w, act, alive, codes, coords, out, quantize, start, stop):  # pragma: no cover - compiled
         P, N, _ = w.shape
         O, X = out.shape[1], coords.shape[1]
         T = min(X, TILE)
@@ -223,6 +224,10 @@ if numba is not None:
                         out[p, 0, x0 + x] = lum if gray else _hls_channel(h + THIRD, m1, m2)
                         out[p, 1, x0 + x] = lum if gray else _hls_channel(h, m1, m2)
                         out[p, 2, x0 + x] = lum if gray else _hls_channel(h - THIRD, m1, m2)
+                if quantize:  # as foolkit.images.quantize: the nearest of the 256 levels k / 255 (ties to even)
+                    for c in range(out.shape[1]):
+                        for x in range(x0, x0 + t):
+                            out[p, c, x] = np.rint(out[p, c, x] * LEVELS) / LEVELS
 
     @numba.njit(inline="always")
     def _mix(key, counter):
@@ -397,17 +402,18 @@ def _codes(activations: tuple[str, ...]) -> np.ndarray:
 
 
 def render(w: torch.Tensor, act: torch.Tensor, alive: torch.Tensor, activations: tuple[str, ...], outputs: int,
-           coords: torch.Tensor) -> torch.Tensor:
+           coords: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
     """Render ``P`` CPPNs on the CPU: ``w`` ``(P, N, N)`` float32 weights (0 where a connection is
     off), ``act`` ``(P, N)`` activation indices into ``activations``, ``alive`` ``(P, N)``, ``coords``
     ``(4, H*W)`` inputs → ``(P, 1 or 3, H*W)`` in [0, 1]: gray, or the three outputs as hue,
-    lightness and saturation mapped to RGB. Outputs are the last ``outputs`` slots."""
+    lightness and saturation mapped to RGB. Outputs are the last ``outputs`` slots. ``quantize``:
+    rounded to the 8-bit levels as :func:`foolkit.images.quantize` rounds them, bit for bit."""
     P, X = act.shape[0], coords.shape[1]
     out = torch.empty(P, outputs, X)
     if P and X:
         arrays = (w.detach().contiguous().numpy(), act.detach().contiguous().numpy(),
                   alive.detach().contiguous().numpy(), _codes(activations), coords.detach().contiguous().numpy(),
-                  out.numpy())
+                  out.numpy(), quantize)
         _parallel(P, P * X, lambda start, stop: _render_range(*arrays, start, stop))
     return out
 

@@ -40,6 +40,7 @@ import torch
 try:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
 except ImportError:  # pragma: no cover - torch's CUDA wheels bring triton; other builds may not
     triton = None
 
@@ -88,6 +89,26 @@ if triton is not None:
             out = tl.minimum(tl.abs(z), 1.0)
         return out
 
+    if INTERPRETED:  # the interpreter has no libdevice: ties to even from floor, exact in numpy (no FMA)
+
+        @triton.jit
+        def _rint(y):
+            r = tl.floor(y)
+            f = y - r
+            odd = (r - 2.0 * tl.floor(r * 0.5)) == 1.0
+            return tl.where((f > 0.5) | ((f == 0.5) & odd), r + 1.0, r)
+    else:
+
+        @triton.jit
+        def _rint(y):
+            return libdevice.rint(y)  # cvt.rni: ties to even, as torch.round
+
+    @triton.jit
+    def _level(v):
+        """``v`` in [0, 1] rounded to the nearest 8-bit level ``k / 255`` as foolkit.images.quantize
+        rounds it: the division correctly rounded (Triton's ``/`` is an approximation)."""
+        return tl.math.div_rn(_rint(v * 255.0), tl.full(v.shape, 255.0, tl.float32))
+
     @triton.jit
     def _hls_channel(hue, m1, m2):
         hue = hue - tl.floor(hue)
@@ -96,8 +117,8 @@ if triton is not None:
         return tl.where(hue < 1.0 / 6.0, rise, tl.where(hue < 0.5, m2, tl.where(hue < 2.0 / 3.0, fall, m1)))
 
     @triton.jit
-    def _render_kernel(w_ptr, act_ptr, codes_ptr, coords_ptr, out_ptr, X,
-                       N: tl.constexpr, OUTPUTS: tl.constexpr, ROWS: tl.constexpr, BLOCK_X: tl.constexpr):
+    def _render_kernel(w_ptr, act_ptr, codes_ptr, coords_ptr, out_ptr, X, N: tl.constexpr, OUTPUTS: tl.constexpr,
+                       ROWS: tl.constexpr, BLOCK_X: tl.constexpr, QUANTIZE: tl.constexpr):
         # acc[r, x]: pre-activation of node slot 4 + r at pixel x, accumulated as the nodes it
         # listens to are computed ("push": node j adds w[j, k] · value_j to every later node k)
         p = tl.program_id(0).to(tl.int64)
@@ -131,7 +152,10 @@ if triton is not None:
                     lum = (value + 1.0) * 0.5
         base = out_ptr + p * (3 if OUTPUTS == 3 else 1) * X + offs
         if OUTPUTS == 1:
-            tl.store(base, (value + 1.0) * 0.5, mask=mask)
+            v = (value + 1.0) * 0.5
+            if QUANTIZE:
+                v = _level(v)
+            tl.store(base, v, mask=mask)
         else:  # hue, lightness, saturation in [0, 1] → RGB, as cppn.hls_to_rgb
             s = (value + 1.0) * 0.5
             m2 = tl.where(lum <= 0.5, lum * (1.0 + s), lum + s - lum * s)
@@ -139,8 +163,10 @@ if triton is not None:
             gray = s == 0.0
             for c in tl.static_range(3):
                 v = _hls_channel(h + (1.0 - c) / 3.0, m1, m2)
-                v = tl.where(gray, lum, v)
-                tl.store(base + c * X, tl.minimum(tl.maximum(v, 0.0), 1.0), mask=mask)
+                v = tl.minimum(tl.maximum(tl.where(gray, lum, v), 0.0), 1.0)
+                if QUANTIZE:
+                    v = _level(v)
+                tl.store(base + c * X, v, mask=mask)
 
 
     @triton.jit
@@ -275,10 +301,11 @@ def _codes(activations: tuple[str, ...], device: torch.device) -> torch.Tensor:
 
 
 def render(w: torch.Tensor, act: torch.Tensor, activations: tuple[str, ...], outputs: int,
-           coords: torch.Tensor) -> torch.Tensor:
+           coords: torch.Tensor, *, quantize: bool = False) -> torch.Tensor:
     """Render ``P`` CPPNs: ``w`` ``(P, N, N)`` float weights (0 where a connection is off), ``act``
     ``(P, N)`` activation indices into ``activations``, ``coords`` ``(4, H*W)`` inputs → ``(P, 1 or
-    3, H*W)`` in [0, 1]. Outputs are the last ``outputs`` slots."""
+    3, H*W)`` in [0, 1]. Outputs are the last ``outputs`` slots. ``quantize``: rounded to the 8-bit
+    levels as :func:`foolkit.images.quantize` rounds them, bit for bit (no extra passes)."""
     P, N = act.shape
     X = coords.shape[1]
     out = torch.empty(P, 3 if outputs == 3 else 1, X, device=w.device)
@@ -287,7 +314,7 @@ def render(w: torch.Tensor, act: torch.Tensor, activations: tuple[str, ...], out
         with launching_on(w.device):
             _render_kernel[grid](w.contiguous(), act.contiguous(), _codes(activations, w.device), coords.contiguous(),
                                  out, X, N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
-                                 num_warps=WARPS)
+                                 QUANTIZE=quantize, num_warps=WARPS)
     return out
 
 

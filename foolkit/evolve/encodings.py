@@ -5,7 +5,9 @@ axis, so slicing, concatenating, archiving and checkpointing are the same for ev
 (and checkpoints stay tensors, no pickle). Every encoding provides:
 
 - ``sample(n, gen) -> Genomes``: ``n`` random genomes;
-- ``decode(genomes) -> (P, C, H, W)`` images in [0, 1] (one batched tensor operation);
+- ``decode(genomes, quantize=False) -> (P, C, H, W)`` images in [0, 1] (one batched tensor
+  operation); with ``quantize``, rounded to 8-bit levels as :func:`foolkit.images.quantize` rounds
+  them (what a PNG keeps, and what evolution scores);
 - ``mutate(genomes, gen, generation) -> Genomes`` and ``mate(a, b, gen) -> (a, b)`` (or
   ``crossover = False``): vectorised over the whole batch. As in DEAP, variation may work in
   place on its arguments (use what it returns); :meth:`MapElites.ask` hands it copies of the
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
+from foolkit import images
 from foolkit.evolve import cppn, operators
 from foolkit.evolve.operators import polynomial_mutation_, sbx_crossover_
 
@@ -116,8 +119,8 @@ class DirectEncoding:
             u = u ** gamma
         return {"pixels": u}
 
-    def decode(self, genomes: Genomes) -> torch.Tensor:
-        return genomes["pixels"]
+    def decode(self, genomes: Genomes, *, quantize: bool = False) -> torch.Tensor:
+        return images.quantize(genomes["pixels"]) if quantize else genomes["pixels"]
 
     def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int) -> Genomes:
         """Polynomial mutation (then the smooth perturbation), in place; returns ``genomes``."""
@@ -163,9 +166,9 @@ class CPPNEncoding:
     def sample(self, n: int, gen: torch.Generator) -> Genomes:
         return cppn.sample(self.spec, n, gen, self.device)
 
-    def decode(self, genomes: Genomes, size: tuple[int, int] | None = None) -> torch.Tensor:
+    def decode(self, genomes: Genomes, size: tuple[int, int] | None = None, *, quantize: bool = False) -> torch.Tensor:
         h, w = size or self.size
-        return cppn.render(genomes, self.spec, h, w, workspace=self._workspace)
+        return cppn.render(genomes, self.spec, h, w, quantize=quantize, workspace=self._workspace)
 
     def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int) -> Genomes:
         return cppn.mutate(genomes, self.spec, gen, rate_scale=rate_scale(generation, self.halve_every))

@@ -27,7 +27,6 @@ from foolkit.evolve.archive import Archive, ArchiveUpdate
 from foolkit.evolve.config import EvolveConfig
 from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding, Encoding, Genomes, cat, size_of, take
 from foolkit.evolve.scoring import Scorer
-from foolkit.images import quantize
 from foolkit.models.classifier import Classifier
 
 
@@ -101,7 +100,7 @@ class MapElites:
     def evaluate(self, genomes: Genomes) -> torch.Tensor:
         """Decode a chunk and score it in every cell: → ``(B, K)`` log-confidences of the
         8-bit-quantised images (what a PNG keeps, so saved elites score the same)."""
-        return self.scorer(quantize(self.toolbox.decode(genomes)))
+        return self.scorer(self.toolbox.decode(genomes, quantize=True))
 
     # -- ask / tell --------------------------------------------------------------------
     # Genomes are never differentiated, so ask, tell and step run in inference mode: no autograd
@@ -146,7 +145,7 @@ class MapElites:
             return torch.zeros(len(self.classes), c, *self.encoding.size, device=self.model.device)
         n = self.archive.cells
         bs = self.config.genomes_per_forward
-        return torch.cat([quantize(self.encoding.decode(take(self.archive.genomes, slice(i, i + bs))))
+        return torch.cat([self.encoding.decode(take(self.archive.genomes, slice(i, i + bs)), quantize=True)
                           for i in range(0, n, bs)])
 
     def describe(self) -> dict[str, float]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from foolkit.evolve import cppn, cppn_cpu
+from foolkit.images import quantize
 
 pytestmark = pytest.mark.skipif(not cppn_cpu.available(), reason="numba not installed or FOOLKIT_NUMBA=0")
 
@@ -54,6 +55,22 @@ def test_the_cpu_render_matches_the_torch_render_and_uses_every_activation() -> 
             assert fast.shape == (40, 3 if outputs == 3 else 1, h, w) and fast.min() >= 0 and fast.max() <= 1
             # the torch render folds weights; float32 error through chains of weights up to 10
             assert (fast - cppn.render(g, spec, h, w, fused=False)).abs().max() < 2e-3
+            assert torch.equal(cppn.render(g, spec, h, w, quantize=True), quantize(fast))  # rounded as it is written
+
+
+def test_the_renders_round_to_8_bit_levels_as_quantize_does_ties_included() -> None:
+    """A CPPN whose output is its bias weight passed through the linear activation: gray 0.5
+    is the tie 127.5 (to 128, the even level); every other pixel of the batch is off a tie."""
+    spec = cppn.CPPNSpec(hidden=4)
+    g = evolved(spec, 12, 20)
+    out = spec.nodes - 1
+    g["w"][0, :, out] = 0.0
+    g["w"][0, 3, out] = 0.0  # bias weight 0: value 0, pixel (0 + 1) / 2 = 0.5
+    g["act"][0, out] = spec.activations.index("linear")
+    for fused in (None, False):
+        exact = cppn.render(g, spec, 9, 13, fused=fused)
+        assert (exact[0] == 0.5).all() and (quantize(exact[0]) == 128 / 255).all()
+        assert torch.equal(cppn.render(g, spec, 9, 13, fused=fused, quantize=True), quantize(exact))
 
 
 def test_the_cpu_render_does_not_depend_on_threads_or_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

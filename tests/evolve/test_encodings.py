@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from foolkit.evolve import cppn, cppn_fused
 from foolkit.evolve.encodings import CPPNEncoding, DirectEncoding
+from foolkit.images import quantize
 
 
 def gen(seed: int) -> torch.Generator:
@@ -161,6 +162,9 @@ def test_the_fused_gpu_render_matches_one_by_one_evaluation(triton_interpreter) 
         g = cppn.sample(spec, 12, gen(0), "cpu")
         for i in range(25):
             g = cppn.mutate(g, spec, gen(100 + i))
+        if not cases:  # genome 0's output: a zero weight from everything, linear: gray 0.5, the 8-bit tie 127.5
+            g["w"][0, :, -1] = 0.0
+            g["act"][0, -1] = activations.index("linear")
         cases.append({"w": g["w"], "act": g["act"], "activations": activations, "outputs": outputs})
         expect = _render_one_by_one(g, spec, 9, 11)
         # float32 error grows through chains of weights up to 10 (and the hue's factor 6): as close as the CPU render
@@ -169,11 +173,15 @@ def test_the_fused_gpu_render_matches_one_by_one_evaluation(triton_interpreter) 
     outputs = triton_interpreter("""
 from foolkit.evolve import cppn, cppn_fused
 assert cppn_fused.available(torch.device("cpu"))
-outputs = [cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], cppn.coordinates(9, 11, "cpu"))
+coords = cppn.coordinates(9, 11, "cpu")
+outputs = [(cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords),
+            cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, quantize=True))
            for c in inputs]""", cases)
-    for got, (expect, tolerance) in zip(outputs, expected):
+    for (got, rounded), (expect, tolerance) in zip(outputs, expected):
+        assert torch.equal(rounded, quantize(got))  # rounded to 8-bit levels as it is written, bit for bit
         got = got.view(expect.shape).double()
         assert torch.allclose(got, expect, atol=tolerance), ((got - expect).abs().max(), tolerance)
+    assert (outputs[0][0][0] == 0.5).all() and (outputs[0][1][0] == 128 / 255).all()
 
 
 def test_the_fused_gpu_mutation_equals_the_torch_passes_bit_for_bit(triton_interpreter) -> None:

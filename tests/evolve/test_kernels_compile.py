@@ -3,7 +3,8 @@ ptxas it ships turn them into a cubin here, on a machine with no GPU. The interp
 (``TRITON_INTERPRET=1``) check what the kernels compute but run Python, which accepts code the
 compiler refuses; this checks that the GPU gets a kernel at all, and that it neither spills to
 local memory nor grows its registers back to the size that the render's activation chain once
-had (153 registers, which let an H100 keep a third as many programs in flight)."""
+had (153 registers, which let an H100 keep a third as many programs in flight); and that the
+render's 8-bit rounding is the exact one (Triton's ``/`` is an approximate division)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,15 @@ SBX = {"a_ptr": "*fp32", "b_ptr": "*fp32", "seed_ptr": "*i64", "u_ptr": "*fp32",
        "pair_prob": "fp32", "gene_prob": "fp32", "eta": "fp32", "low": "fp32", "up": "fp32"}
 
 CASES = {  # name: (kernel, signature, constexprs, warps, most registers: 255 is the hardware's cap)
-    "render LeNet": (cppn_fused._render_kernel, RENDER, {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK},
+    "render LeNet": (cppn_fused._render_kernel, RENDER,
+                     {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True},
                      cppn_fused.WARPS, 96),
+    "render LeNet, unrounded": (cppn_fused._render_kernel, RENDER,
+                                {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": False},
+                                cppn_fused.WARPS, 96),
     "render colour": (cppn_fused._render_kernel, RENDER,
-                      {"N": 23, "OUTPUTS": 3, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK}, cppn_fused.WARPS, 96),
+                      {"N": 23, "OUTPUTS": 3, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True},
+                      cppn_fused.WARPS, 96),
     "mutate LeNet": (cppn_fused._mutate_kernel, MUTATE, {"N": 21, "OUTPUTS": 1, "BLOCK_E": 512, "BLOCK_S": 32}, 4,
                      255),
     "mutate colour, 40 hidden": (cppn_fused._mutate_kernel, MUTATE,
@@ -63,3 +69,5 @@ def test_the_triton_kernels_compile_for_an_h100(name: str, tmp_path) -> None:
     registers, local = (int(v) for v in re.search(r"REG:(\d+) .*LOCAL:(\d+)", usage).groups())
     assert local == 0, usage  # nothing spilled to local memory
     assert registers <= most_registers, usage
+    if constexprs.get("QUANTIZE"):  # 8-bit levels as torch rounds them: ties to even, a correctly rounded division
+        assert "cvt.rni.f32.f32" in compiled.asm["ptx"] and "div.rn.f32" in compiled.asm["ptx"]
