@@ -80,11 +80,12 @@ class Archive:
         """
         if scores.shape[1] != self.cells:
             raise ValueError(f"scores have {scores.shape[1]} cells, archive has {self.cells}")
-        # NaN as -inf (nan_to_num would also turn -inf into the lowest finite float, filling empty cells)
-        best, arg = torch.where(scores.isnan(), float("-inf"), scores).max(dim=0)
+        # NaN as -inf (with its infinities named: by default nan_to_num turns -inf into the lowest
+        # finite float, which would fill empty cells)
+        best, arg = scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")).max(dim=0)
         improved = best > self.fitness
-        gain = torch.where(improved, best - self.fitness, torch.zeros_like(best))
-        source = torch.where(improved, arg, torch.full_like(arg, -1))
+        gain = torch.where(improved, best - self.fitness, 0.0)
+        source = torch.where(improved, arg, -1)
         if self.genomes is None:
             self.genomes = {k: torch.zeros((self.cells, *v.shape[1:]), dtype=v.dtype, device=v.device)
                             for k, v in genomes.items()}
@@ -97,7 +98,7 @@ class Archive:
             for k, v in take(genomes, arg).items():  # the batch's best row or keeps its own, in one pass
                 self.genomes[k] = torch.where(improved.view(-1, *(1,) * (v.dim() - 1)), v, self.genomes[k])
         self.fitness = torch.where(improved, best, self.fitness)
-        self.found = torch.where(improved, torch.full_like(self.found, generation), self.found)
+        self.found = torch.where(improved, generation, self.found)
         return ArchiveUpdate(improved=improved, source=source, gain=gain)
 
     def elites(self) -> list[Elite]:

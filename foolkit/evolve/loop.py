@@ -51,6 +51,8 @@ def chunked_map(batch_size: int) -> Callable[[Callable[[Genomes], torch.Tensor],
     concatenates the ``(chunk, K)`` results."""
     def map_(evaluate: Callable[[Genomes], torch.Tensor], genomes: Genomes) -> torch.Tensor:
         n = size_of(genomes)
+        if n <= batch_size:  # one chunk: no copy
+            return evaluate(genomes)
         return torch.cat([evaluate(take(genomes, slice(i, i + batch_size))) for i in range(0, n, batch_size)])
     return map_
 
@@ -88,11 +90,10 @@ class MapElites:
         ``-log(confidence)``, so the classes furthest from fooled get most of the offspring."""
         assert self.archive.genomes is not None
         occupied = self.archive.occupied
-        weights = occupied.float()
-        pick = torch.multinomial(weights, n, replacement=True, generator=self.gen)
+        pick = torch.multinomial(occupied.float(), n, replacement=True, generator=self.gen)
         k = int(n * self.config.lagging_fraction) if self.config.selection == "lagging" else 0
         if k > 0:  # an occupied cell weighs at least 1e-12 (a saturated one), an empty one nothing
-            deficit = torch.where(occupied, (-self.archive.fitness).clamp_min(1e-12), torch.zeros_like(weights))
+            deficit = torch.where(occupied, (-self.archive.fitness).clamp_min(1e-12), 0.0)
             pick[:k] = torch.multinomial(deficit, k, replacement=True, generator=self.gen)
         return take(self.archive.genomes, pick)
 
