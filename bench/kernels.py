@@ -1,7 +1,8 @@
 """Time foolkit's Triton kernels on a CUDA GPU; writes bench/results/gpu-kernels-<gpu>.json.
 
 The CPPN render (``foolkit/evolve/cppn_fused.py``) at every pixels-per-program × warps setting
-in :data:`RENDER_SETTINGS`, beside torch's step-by-step render on the same GPU; the CPPN mutation
+in :data:`RENDER_SETTINGS`, beside torch's step-by-step render on the same GPU (and at the current
+setting computing every node, rounding to 8 bits, and the dead-end flags alone); the CPPN mutation
 kernel beside the torch passes it replaces (activation resampling and the structural mutations);
 and polynomial mutation and SBX beside their dense torch passes. Genomes are grown by 300
 generations of mutation first, so they have the node and connection counts of a real run:
@@ -64,6 +65,11 @@ def render_sweep(g: dict[str, torch.Tensor], spec: cppn.CPPNSpec, size: int) -> 
         cppn_fused.BLOCK, cppn_fused.WARPS = default
     out["best"] = min(out["settings"], key=lambda s: s["ms"])
     out["current"] = {"pixels_per_program": default[0], "warps": default[1]}
+    out["current_computing_every_node_ms"] = bench(lambda: cppn_fused.render(
+        g["w"], g["act"], spec.activations, spec.outputs, coords, skip_dead_ends=False))
+    out["current_rounding_to_8_bit_ms"] = bench(lambda: cppn_fused.render(
+        g["w"], g["act"], spec.activations, spec.outputs, coords, quantize=True))
+    out["dead_end_flags_ms"] = bench(lambda: cppn_fused.useful_flags(g["w"], spec.outputs))
     return out
 
 

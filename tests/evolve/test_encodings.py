@@ -175,13 +175,33 @@ from foolkit.evolve import cppn, cppn_fused
 assert cppn_fused.available(torch.device("cpu"))
 coords = cppn.coordinates(9, 11, "cpu")
 outputs = [(cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords),
-            cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, quantize=True))
+            cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, quantize=True),
+            cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, skip_dead_ends=False),
+            cppn_fused.useful_flags(c["w"], c["outputs"]))
            for c in inputs]""", cases)
-    for (got, rounded), (expect, tolerance) in zip(outputs, expected):
+    for (got, rounded, every_node, flags), case, (expect, tolerance) in zip(outputs, cases, expected):
         assert torch.equal(rounded, quantize(got))  # rounded to 8-bit levels as it is written, bit for bit
+        assert torch.equal(got, every_node)  # skipping the nodes that reach no output changes nothing
+        assert flags.tolist() == _useful_bits(case["w"], case["outputs"])
         got = got.view(expect.shape).double()
         assert torch.allclose(got, expect, atol=tolerance), ((got - expect).abs().max(), tolerance)
     assert (outputs[0][0][0] == 0.5).all() and (outputs[0][1][0] == 128 / 255).all()
+    hidden_useful = [bin(f >> cppn.NUM_INPUTS).count("1") - c["outputs"] for (*_, fl), c in zip(outputs, cases)
+                     for f in fl.tolist()]
+    assert min(hidden_useful) == 0 and max(hidden_useful) >= 3  # genomes with dead ends and with useful nodes
+
+
+def _useful_bits(w: torch.Tensor, outputs: int) -> list[int]:
+    """Oracle for cppn_fused.useful_flags: the slots that reach an output, by walking back from the outputs."""
+    N = w.shape[1]
+    flags = []
+    for p in range(w.shape[0]):
+        useful = {k for k in range(N - outputs, N)}
+        for k in range(N - outputs - 1, cppn.NUM_INPUTS - 1, -1):
+            if any(w[p, k, j] != 0 for j in useful):
+                useful.add(k)
+        flags.append(sum(1 << k for k in useful))
+    return flags
 
 
 def test_the_fused_gpu_mutation_equals_the_torch_passes_bit_for_bit(triton_interpreter) -> None:

@@ -22,8 +22,9 @@ from triton.compiler import ASTSource  # noqa: E402
 from foolkit.evolve import cppn_fused, variation_fused  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-RENDER = {"w_ptr": "*fp32", "act_ptr": "*i64", "codes_ptr": "*i32", "coords_ptr": "*fp32", "out_ptr": "*fp32",
-          "X": "i32"}
+RENDER = {"w_ptr": "*fp32", "act_ptr": "*i64", "codes_ptr": "*i32", "coords_ptr": "*fp32", "useful_ptr": "*i64",
+          "out_ptr": "*fp32", "X": "i32"}
+USEFUL = {"w_ptr": "*fp32", "out_ptr": "*i64", "output_bits": "i64"}
 MUTATE = {"w_ptr": "*fp32", "on_ptr": "*u8", "act_ptr": "*i64", "alive_ptr": "*u8", "u_ptr": "*fp32",
           "rates_ptr": "*fp32", "seed_ptr": "*i64", "P": "i32", "wmax": "fp32", "split_weight": "fp32",
           "activation_rate": "fp32", "A": "i32"}
@@ -34,14 +35,15 @@ SBX = {"a_ptr": "*fp32", "b_ptr": "*fp32", "seed_ptr": "*i64", "u_ptr": "*fp32",
 
 CASES = {  # name: (kernel, signature, constexprs, warps, most registers: 255 is the hardware's cap)
     "render LeNet": (cppn_fused._render_kernel, RENDER,
-                     {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True},
-                     cppn_fused.WARPS, 96),
+                     {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True,
+                      "USE_FLAGS": True}, cppn_fused.WARPS, 96),
     "render LeNet, unrounded": (cppn_fused._render_kernel, RENDER,
-                                {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": False},
-                                cppn_fused.WARPS, 96),
+                                {"N": 21, "OUTPUTS": 1, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": False,
+                                 "USE_FLAGS": False}, cppn_fused.WARPS, 96),
     "render colour": (cppn_fused._render_kernel, RENDER,
-                      {"N": 23, "OUTPUTS": 3, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True},
-                      cppn_fused.WARPS, 96),
+                      {"N": 23, "OUTPUTS": 3, "ROWS": 32, "BLOCK_X": cppn_fused.BLOCK, "QUANTIZE": True,
+                       "USE_FLAGS": True}, cppn_fused.WARPS, 96),
+    "dead-end flags": (cppn_fused._useful_kernel, USEFUL, {"N": 21, "OUTPUTS": 1, "BLOCK_E": 512}, 4, 255),
     "mutate LeNet": (cppn_fused._mutate_kernel, MUTATE, {"N": 21, "OUTPUTS": 1, "BLOCK_E": 512, "BLOCK_S": 32}, 4,
                      255),
     "mutate colour, 40 hidden": (cppn_fused._mutate_kernel, MUTATE,
