@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from foolkit.evolve import EvolveConfig, Interrupted, MapElites, Scorer, run_evolution, ten_crops
-from foolkit.images import load_image, quantize
+from foolkit.images import load_image, model_view, quantize
 from foolkit.models import Classifier, new_model
 from foolkit.runs import RunDir
 
@@ -24,6 +24,43 @@ def test_a_direct_run_fools_every_class_on_the_cpus_and_an_accelerators_path(len
     sparse variation (the CPU's) and dense (an accelerator's, here on the CPU)."""
     res = run_evolution(lenet, EvolveConfig(generations=50, population=200, seed=0, until=0.9999), progress=False)
     assert res.stopped == "until" and (res.confidences >= 0.9999).all(), (path, res.confidences)
+
+
+def test_the_gpu_generation_loop_runs_on_the_triton_kernels_end_to_end(lenet, triton_interpreter) -> None:
+    """The accelerator's whole generation (dense variation, the archive's dense update) on
+    foolkit's Triton kernels (the CPPN render with its 8-bit rounding and dead-end flags, the
+    CPPN mutation, polynomial mutation and SBX), in Triton's interpreter on the CPU: every kernel
+    runs each generation, a seed's run repeats exactly, the elites only improve, and the images
+    the run returns score what the run says when the parent scores them with torch alone."""
+    out = triton_interpreter("""
+from foolkit.evolve import EvolveConfig, run_evolution, cppn_fused, operators, variation_fused
+from foolkit.models import load_model
+operators.sparse_on = lambda device: False  # as on an accelerator
+calls = {}
+for module, name in ((cppn_fused, "mutate_"), (cppn_fused, "render"), (variation_fused, "polynomial_"),
+                     (variation_fused, "sbx_")):
+    def counted(*args, _f=getattr(module, name), _name=name, **kwargs):
+        calls[_name] = calls.get(_name, 0) + 1
+        return _f(*args, **kwargs)
+    setattr(module, name, counted)
+model = load_model("lenet-mnist", device="cpu")
+outputs = {}
+for encoding in ("cppn", "direct"):
+    runs = [run_evolution(model, EvolveConfig(encoding=encoding, size=(8, 8), population=16, generations=4, seed=0),
+                          progress=False) for _ in range(2)]
+    outputs[encoding] = [(r.images, r.confidences, [(h["min"], h["median"]) for h in r.history]) for r in runs]
+outputs["calls"] = calls""", None)
+    calls = out.pop("calls")
+    assert calls["mutate_"] == 2 * 3 and calls["sbx_"] == 2 * 3  # generations 2-4 of two runs each
+    assert calls["render"] >= 2 * 4 and calls["polynomial_"] >= 2 * 3 * 2  # CPPN weights too
+    for encoding, ((images, confidences, best), (again, _, _)) in out.items():
+        assert torch.equal(images, again), encoding  # a seed's run, exactly
+        for column in zip(*best):  # the elites' min and median confidence: never down, and up over the run
+            assert list(column) == sorted(column), (encoding, best)
+        assert best[-1] > best[0], (encoding, best)
+        assert torch.equal(images, quantize(images))  # on the 8-bit grid
+        scored = torch.softmax(lenet(lenet_view(images)), 1)[torch.arange(10), torch.arange(10)]
+        assert torch.allclose(scored, confidences, atol=1e-5), (encoding, scored, confidences)
 
 
 def test_cppn_run_fools_every_class_and_saved_elites_still_fool(lenet, tmp_path: Path) -> None:
@@ -242,3 +279,8 @@ def test_a_run_leaves_the_callers_global_rngs_as_they_were(lenet, tmp_path: Path
     assert meta["rng"]["python"][1] == list(random.getstate()[1])
     assert meta["rng"]["numpy"][1] == np.random.get_state()[1].tolist()
     assert torch.equal(tensors["rng_torch"], torch.get_rng_state())
+
+
+def lenet_view(images: torch.Tensor) -> torch.Tensor:
+    """8 × 8 evolved images as the bundled LeNet sees them (the scorer's resize to 28 × 28)."""
+    return model_view(images, (1, 28, 28))
