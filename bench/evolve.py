@@ -162,7 +162,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     split = phases(evo, generations) if config.population <= config.genomes_per_forward else None
     return {"model": name, "encoding": config.encoding, "population": config.population,
             "channels": config.image_channels(model), "image_size": list(config.image_size(model)),
-            "generations_timed": [2, 1 + rounds * generations], **evo.describe(),
+            "generations_timed": [2, 1 + rounds * generations], **{k: float(v) for k, v in evo.describe().items()},
             "evaluations_per_s": round(statistics.median(rate), 1),
             "plain_forward_images_per_s": round(statistics.median(fwd), 1),
             "plain_forward_on": "the images the evolution last evaluated",

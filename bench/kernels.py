@@ -39,6 +39,10 @@ def grown(spec: cppn.CPPNSpec, n: int, gen: torch.Generator, device: torch.devic
     return g
 
 
+def described(g: dict[str, torch.Tensor], spec: cppn.CPPNSpec) -> dict[str, float]:
+    return {k: float(v) for k, v in cppn.describe(g, spec).items()}
+
+
 def bench(fn, *, clone=None) -> float:  # noqa: ANN001 - callables
     """Median ms of ``fn()``; with ``clone`` (a callable that makes ``fn``'s fresh inputs), the
     time of ``clone()`` alone is taken off."""
@@ -130,8 +134,8 @@ def main() -> None:
     colour = grown(colour_spec, 256, gen, dev)
     name = torch.cuda.get_device_name(dev)
     out = {"device": name, "torch": torch.__version__, "triton": __import__("triton").__version__,
-           "lenet_population": args.population, "lenet_genomes": cppn.describe(lenet, lenet_spec),
-           "colour_genomes": cppn.describe(colour, colour_spec),
+           "lenet_population": args.population, "lenet_genomes": described(lenet, lenet_spec),
+           "colour_genomes": described(colour, colour_spec),
            "render_lenet_28px": render_sweep(lenet, lenet_spec, 28),
            "render_colour_224px": render_sweep(colour, colour_spec, 224),
            "mutation_lenet": mutation(lenet, lenet_spec, gen),

@@ -539,10 +539,10 @@ def mutate_structure(genomes: dict[str, torch.Tensor], spec: CPPNSpec, u: torch.
     return genomes
 
 
-def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, float]:
+def describe(genomes: dict[str, torch.Tensor], spec: CPPNSpec) -> dict[str, torch.Tensor]:
     """Mean hidden nodes and enabled connections per genome, and the share of genomes whose hidden
-    slots are all taken (add-node cannot grow them: raise ``hidden`` if it is high), for logs."""
+    slots are all taken (add-node cannot grow them: raise ``hidden`` if it is high), for logs: 0-d
+    tensors on the genomes' device (no host sync: a caller reads them with its own)."""
     hidden = genomes["alive"].sum(1).float() - NUM_INPUTS - spec.outputs
-    stats = torch.stack([hidden.mean(), genomes["on"].sum((1, 2)).float().mean(), (hidden >= spec.hidden).float().mean()])
-    nodes, connections, full = stats.tolist()  # one host sync
-    return {"hidden_nodes": nodes, "connections": connections, "hidden_full": full}
+    return {"hidden_nodes": hidden.mean(), "connections": genomes["on"].sum((1, 2)).float().mean(),
+            "hidden_full": (hidden >= spec.hidden).float().mean()}

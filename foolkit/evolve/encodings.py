@@ -146,7 +146,7 @@ class DirectEncoding:
                        pair_prob=self.crossover_prob)
         return a, b
 
-    def describe(self, genomes: Genomes) -> dict[str, float]:
+    def describe(self, genomes: Genomes) -> dict[str, torch.Tensor]:
         return {}
 
 
@@ -180,7 +180,7 @@ class CPPNEncoding:
     def mate(self, a: Genomes, b: Genomes, gen: torch.Generator) -> tuple[Genomes, Genomes]:
         return a, b
 
-    def describe(self, genomes: Genomes) -> dict[str, float]:
+    def describe(self, genomes: Genomes) -> dict[str, torch.Tensor]:
         return cppn.describe(genomes, self.spec)
 
 

@@ -71,7 +71,7 @@ class GradientAscent:
             return quantize(self.images().detach())
         return self.archive.genomes["pixels"].clone()
 
-    def describe(self) -> dict[str, float]:
+    def describe(self) -> dict[str, torch.Tensor]:
         return {}
 
     def state_dict(self) -> dict[str, Any]:

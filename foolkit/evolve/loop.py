@@ -149,7 +149,8 @@ class MapElites:
         return torch.cat([self.encoding.decode(take(self.archive.genomes, slice(i, i + bs)), quantize=True)
                           for i in range(0, n, bs)])
 
-    def describe(self) -> dict[str, float]:
+    def describe(self) -> dict[str, torch.Tensor]:
+        """Statistics of the last offspring batch for the logs (0-d tensors: no host sync)."""
         return self.encoding.describe(self.population) if self.population is not None else {}
 
     def state_dict(self) -> dict[str, Any]:

@@ -73,15 +73,18 @@ def _record(search: MapElites | GradientAscent, update: ArchiveUpdate, seconds: 
             until: float | None) -> tuple[dict[str, Any], bool]:
     """The generation's log line, and whether every cell has reached ``until``."""
     conf = search.archive.confidence
-    # one host sync per generation; the thresholds compared on the tensor, as --until compares
+    # one host sync per generation, the search's own statistics included; the thresholds compared
+    # on the tensor, as --until compares
     counts = [(conf >= t).sum(0, keepdim=True) for t in (0.99, 0.9999)]
-    *values, at_99, at_9999, improved, reached = torch.cat(
-        [conf, *counts, update.improved.sum(0, keepdim=True), _reached(search, until)]).tolist()
-    srt, at = sorted(values), [int(at_99), int(at_9999)]
+    stats = search.describe()
+    read = torch.cat([conf, *counts, update.improved.sum(0, keepdim=True), _reached(search, until)]
+                     + [v.to(conf.dtype).view(1) for v in stats.values()]).tolist()
+    n = len(conf)
+    values, (at_99, at_9999, improved, reached), described = read[:n], read[n:n + 4], read[n + 4:]
+    srt = sorted(values)
     rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
-           "median": float(np.median(srt)), "max": srt[-1], "at_99": at[0], "at_9999": at[1],
-           "improved": int(improved), "seconds": round(seconds, 3)}
-    rec.update(search.describe())
+           "median": float(np.median(srt)), "max": srt[-1], "at_99": int(at_99), "at_9999": int(at_9999),
+           "improved": int(improved), "seconds": round(seconds, 3), **dict(zip(stats, described))}
     return rec, bool(reached)
 
 
