@@ -181,7 +181,6 @@ if triton is not None:
                     v = _level(v)
                 tl.store(base + c * X, v, mask=mask)
 
-
     @triton.jit
     def _useful_kernel(w_ptr, out_ptr, output_bits, N: tl.constexpr, OUTPUTS: tl.constexpr, BLOCK_E: tl.constexpr):
         # one genome a program: from the last hidden slot down, a slot is useful when it feeds a
@@ -349,8 +348,8 @@ def render(w: torch.Tensor, act: torch.Tensor, activations: tuple[str, ...], out
         useful = useful_flags(w, outputs) if flags else w
         grid = (P, triton.cdiv(X, BLOCK))
         with launching_on(w.device):
-            _render_kernel[grid](w, act.contiguous(), _codes(activations, w.device), coords.contiguous(), useful, out, X,
-                                 N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
+            _render_kernel[grid](w, act.contiguous(), _codes(activations, w.device), coords.contiguous(), useful, out,
+                                 X, N=N, OUTPUTS=outputs, ROWS=triton.next_power_of_2(N - 4), BLOCK_X=BLOCK,
                                  QUANTIZE=quantize, USE_FLAGS=flags, num_warps=WARPS)
     return out
 
@@ -366,7 +365,6 @@ def useful_flags(w: torch.Tensor, outputs: int) -> torch.Tensor:
             _useful_kernel[(P,)](w, out, ((1 << outputs) - 1) << (N - outputs), N=N, OUTPUTS=outputs,
                                  BLOCK_E=triton.next_power_of_2(N * N))
     return out
-
 
 
 def mutate_(genomes: dict[str, torch.Tensor], u: torch.Tensor, *, outputs: int, rates: tuple[float, ...],
@@ -388,8 +386,8 @@ def mutate_(genomes: dict[str, torch.Tensor], u: torch.Tensor, *, outputs: int, 
     if P:
         block = triton.next_power_of_2(N * N)
         with launching_on(dev):
-            _mutate_kernel[(P,)](w, on.view(torch.uint8), act, alive.view(torch.uint8), u.contiguous(), _rates(tuple(rates), dev), seed,
-                                 P, float(weight_range), min(1.0, float(weight_range)), float(activation_rate),
-                                 activations, N=N, OUTPUTS=outputs, BLOCK_E=block,
+            _mutate_kernel[(P,)](w, on.view(torch.uint8), act, alive.view(torch.uint8), u.contiguous(),
+                                 _rates(tuple(rates), dev), seed, P, float(weight_range), min(1.0, float(weight_range)),
+                                 float(activation_rate), activations, N=N, OUTPUTS=outputs, BLOCK_E=block,
                                  BLOCK_S=triton.next_power_of_2(N), num_warps=4 if block <= 1024 else 8)
     return genomes
