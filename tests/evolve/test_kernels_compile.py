@@ -64,12 +64,15 @@ def test_the_triton_kernels_compile_for_an_h100(name: str, tmp_path) -> None:
         if "ptxas" in str(e) and not os.path.exists(BIN):
             pytest.skip(f"Triton has no ptxas here: {e}")
         raise
+    if constexprs.get("QUANTIZE"):  # 8-bit levels as torch rounds them: ties to even, a correctly rounded division
+        assert "cvt.rni.f32.f32" in compiled.asm["ptx"] and "div.rn.f32" in compiled.asm["ptx"]
+    cuobjdump = os.path.join(BIN, "cuobjdump")
+    if not os.path.exists(cuobjdump):  # pragma: no cover - Triton's wheels ship it
+        pytest.skip("no cuobjdump beside Triton's ptxas: registers and spills not read")
     cubin = tmp_path / "kernel.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
-    usage = subprocess.run([os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", str(cubin)],
-                           capture_output=True, text=True, check=True).stdout
+    usage = subprocess.run([cuobjdump, "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
+                           check=True).stdout
     registers, local = (int(v) for v in re.search(r"REG:(\d+) .*LOCAL:(\d+)", usage).groups())
     assert local == 0, usage  # nothing spilled to local memory
     assert registers <= most_registers, usage
-    if constexprs.get("QUANTIZE"):  # 8-bit levels as torch rounds them: ties to even, a correctly rounded division
-        assert "cvt.rni.f32.f32" in compiled.asm["ptx"] and "div.rn.f32" in compiled.asm["ptx"]
