@@ -305,7 +305,7 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
     if P == 0:
         return torch.empty(0, 3 if O == 3 else 1, height, width, device=dev)
     if fused or (fused is None and sparse is None):
-        if cppn_fused.available(dev):
+        if cppn_fused.available(dev) and N <= cppn_fused.MAX_RENDER_NODES:
             rendered = cppn_fused.render(w, act, spec.activations, O, _coordinates(height, width, dev),
                                          quantize=quantize)
             return rendered.view(P, 3 if O == 3 else 1, height, width)
@@ -314,7 +314,8 @@ def render(genomes: dict[str, torch.Tensor], spec: CPPNSpec, height: int, width:
                                        quantize=quantize)
             return rendered.view(P, 3 if O == 3 else 1, height, width)
         if fused:
-            raise RuntimeError(f"no fused CPPN render on {dev} (needs Triton on CUDA, numba on the CPU)")
+            raise RuntimeError(f"no fused CPPN render on {dev} for {N} slots (needs Triton on CUDA, for at most "
+                               f"{cppn_fused.MAX_RENDER_NODES} slots, or numba on the CPU)")
     _, hidden, slot, _, group_of, fold, inputs_ab, bias_col = _constants(spec, dev)
 
     # 1. compact nodes: inputs, the genome's live hidden slots in order, outputs → (P, I + S) slots

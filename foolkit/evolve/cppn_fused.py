@@ -53,6 +53,10 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: slots as the bits of one int64 (``CPPNSpec(hidden=57)`` with colour outputs); bigger genomes take
 #: torch's mutation passes and a render that computes every node
 MAX_NODES = 62
+#: most slots a genome may have for :func:`render`, which unrolls its loop over the slots and keeps
+#: a row of pre-activations a slot in registers: at 69 slots it compiles in 26 s to 208 registers a
+#: thread, and beyond it grows out of the register file; bigger genomes take torch's step render
+MAX_RENDER_NODES = 72
 
 
 def available(device: torch.device) -> bool:

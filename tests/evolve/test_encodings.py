@@ -178,7 +178,15 @@ outputs = [(cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], 
             cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, quantize=True),
             cppn_fused.render(c["w"], c["act"], c["activations"], c["outputs"], coords, skip_dead_ends=False),
             cppn_fused.useful_flags(c["w"], c["outputs"]))
-           for c in inputs]""", cases)
+           for c in inputs]
+big = cppn.CPPNSpec(hidden=cppn_fused.MAX_RENDER_NODES)  # past the fused render's unrolled slots: torch's render
+fused, calls = cppn_fused.render, []
+cppn_fused.render = lambda *args, **kwargs: calls.append(1) or fused(*args, **kwargs)
+g = cppn.sample(big, 2, torch.Generator().manual_seed(0), "cpu")
+outputs.append(bool(torch.allclose(cppn.render(g, big, 4, 4), cppn.render(g, big, 4, 4, fused=False), atol=1e-5))
+               and not calls)""",
+                                 cases)
+    assert outputs.pop()  # a genome of more slots than the fused render unrolls gets torch's render
     for (got, rounded, every_node, flags), case, (expect, tolerance) in zip(outputs, cases, expected):
         assert torch.equal(rounded, quantize(got))  # rounded to 8-bit levels as it is written, bit for bit
         assert torch.equal(got, every_node)  # skipping the nodes that reach no output changes nothing
