@@ -50,7 +50,7 @@ BLOCK = 128  # pixels per program, in two warps: the fastest of 64-512 × 1-8 wa
 WARPS = 2  # 32768 LeNet CPPNs (3.4 ms; 3.9 ms at 256 × 4) and 256 colour ones at 224 px (1.3 ms)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 #: most slots a genome may have for :func:`mutate_` and :func:`useful_flags`: they keep a genome's
-#: slots as the bits of one int64 (``CPPNSpec(hidden=57)`` with colour outputs); bigger genomes take
+#: slots as the bits of one int64 (``CPPNSpec(hidden=57)``, 55 with colour outputs); bigger genomes take
 #: torch's mutation passes and a render that computes every node
 MAX_NODES = 62
 #: most slots a genome may have for :func:`render`, which unrolls its loop over the slots and keeps
