@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from foolkit import images
-from foolkit.evolve import cppn, operators
+from foolkit.evolve import cppn, operators, variation_cpu
 from foolkit.evolve.operators import polynomial_mutation_, sbx_crossover_
 
 Genomes = dict[str, torch.Tensor]
@@ -63,6 +63,19 @@ def bilinear_matrix(size: int, cells: int, device: torch.device | str) -> torch.
     return torch.nn.functional.interpolate(eye, size=(size, cells), mode="bilinear", align_corners=False)[0, 0]
 
 
+@functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # cached: ordinary tensors, even when first asked for inside an inference-mode loop
+def _stacked_bilinear(height: int, width: int, cells: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear matrices of every cell size, stacked and zero-padded to the largest: ``(K,
+    height, G)`` and ``(K, width, G)`` (on the CPU, for :func:`foolkit.evolve.variation_cpu.smooth_`)."""
+    G = max(cells)
+    bh, bw = torch.zeros(len(cells), height, G), torch.zeros(len(cells), width, G)
+    for k, g in enumerate(cells):
+        bh[k, :, :g] = bilinear_matrix(height, g, "cpu")
+        bw[k, :, :g] = bilinear_matrix(width, g, "cpu")
+    return bh, bw
+
+
 def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Sequence[int],
                      gen: torch.Generator) -> torch.Tensor:
     """Add a spatially smooth perturbation to a fraction ``prob`` of the images ``(P, C, H, W)``,
@@ -70,6 +83,9 @@ def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Seque
     drawn per image from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once,
     which per-pixel mutation needs many generations for. Returns ``x``."""
     P, C, H, W = x.shape
+    if operators.sparse_on(x.device) and operators._compiled(x):  # the CPU with numba: one compiled loop
+        bh, bw = _stacked_bilinear(H, W, tuple(cells))
+        return variation_cpu.smooth_(x, bh, bw, prob=prob, sigma=sigma, cells=tuple(cells), gen=gen)
     picked = torch.rand(P, generator=gen, device=x.device) < prob
     sparse = operators.sparse_on(x.device)  # else: every image, without a host sync, keeping the picked
     rows = picked.nonzero().flatten() if sparse else None

@@ -1,4 +1,4 @@
-"""Polynomial mutation and SBX crossover as compiled loops (numba), for the CPU.
+"""Polynomial mutation, SBX crossover and the smooth mutation as compiled loops (numba), for the CPU.
 
 :mod:`foolkit.evolve.operators` on the CPU draws and computes only the genes it picks, in torch:
 about twenty small passes for a mutation and thirty for a crossover, and about 60,000 random
@@ -27,14 +27,15 @@ import torch
 from foolkit.evolve.cppn_cpu import EXP_MIN, HALF, LN2_A, LN2_B, ONE, TWO, ZERO, available, f32, key_from, numba
 
 if numba is not None:
-    from foolkit.evolve.cppn_cpu import _exp_parts, _jit, _mix, _uniform
+    from foolkit.evolve.cppn_cpu import _cos, _exp_parts, _jit, _mix, _sin, _uniform
 
-__all__ = ["available", "polynomial_", "sbx_"]
+__all__ = ["available", "polynomial_", "sbx_", "smooth_"]
 
 SQRT2, THIRD_, FIFTH, SEVENTH, NINTH = f32(math.sqrt(2.0)), f32(1 / 3), f32(1 / 5), f32(1 / 7), f32(1 / 9)
 EXP_MAX = f32(80.0)
+PI, TWO_PI = f32(math.pi), f32(2 * math.pi)
 # counter streams of the generator: a number's counter is (stream << 56) | its index
-PICK, STEP, ROWS, SWAP = (np.uint64(s << 56) for s in range(1, 5))
+PICK, STEP, ROWS, SWAP, IMAGES, GRIDS = (np.uint64(s << 56) for s in range(1, 7))
 
 
 if numba is not None:
@@ -197,6 +198,56 @@ if numba is not None:
             a[g], b[g] = (c2, c1) if swap else (c1, c2)
 
 
+    @_jit(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
+    def _smooth(x, key, prob, sigma, cells, bh, bw):  # pragma: no cover - compiled
+        P, C, H, W = x.shape
+        K, G = bh.shape[0], bh.shape[2]
+        pairs = (G * G + 1) // 2
+        u = np.empty(pairs, np.float32)
+        lg = np.empty(pairs, np.float32)
+        ints = np.empty(pairs, np.int32)
+        grid = np.empty((G, G), np.float32)
+        flat = grid.reshape(-1)
+        tmp = np.empty((G, W), np.float32)
+        for p in range(P):
+            if _uniform(key, IMAGES | np.uint64(2 * p)) >= prob:
+                continue
+            which = min(np.int64(_uniform(key, IMAGES | np.uint64(2 * p + 1)) * np.float32(K)), K - 1)
+            g = cells[which]
+            m = (g * g + 1) // 2
+            for c in range(C):
+                # Gaussian grid values, std sigma: Box-Muller, both of a pair's normals (float32
+                # logarithm, sine and cosine as the render computes them: loops that vectorise)
+                first = np.uint64(2 * pairs * (p * C + c))
+                for i in range(m):
+                    u[i] = ONE - _uniform(key, GRIDS | (first + np.uint64(2 * i)))  # in (0, 1]
+                _log_all(u[:m], lg[:m], ints[:m])
+                for i in range(m):
+                    radius = sigma * np.sqrt(-TWO * lg[i])
+                    angle = TWO_PI * _uniform(key, GRIDS | (first + np.uint64(2 * i + 1))) - PI
+                    flat[2 * i] = radius * _cos(angle)
+                    if 2 * i + 1 < g * g:
+                        flat[2 * i + 1] = radius * _sin(angle)
+                for i in range(g * g - 1, -1, -1):  # the values as a g × g grid (in place: back to front)
+                    grid[i // g, i % g] = flat[i]
+                for a in range(g):  # grid @ bw[which]ᵀ, then bh[which] @ that: the bilinear upsampling
+                    for j in range(W):
+                        tmp[a, j] = ZERO
+                    for b in range(g):
+                        v = grid[a, b]
+                        for j in range(W):
+                            tmp[a, j] += v * bw[which, j, b]
+                for i in range(H):
+                    row = x[p, c, i]
+                    for a in range(g):
+                        v = bh[which, i, a]
+                        if v != ZERO:  # bilinear: two of a row's weights are not 0
+                            for j in range(W):
+                                row[j] += v * tmp[a, j]
+                    for j in range(W):
+                        row[j] = min(max(row[j], ZERO), ONE)
+
+
 _NONE_F = np.empty(0, np.float32)
 _ALL = np.ones(1, np.bool_)
 
@@ -234,3 +285,15 @@ def sbx_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float,
     _sbx(a.view(-1).numpy(), b.view(-1).numpy(), row_len, key_from(gen), float(pair_prob), float(gene_prob),
          f32(eta), f32(low), f32(up), given)
     return a, b
+
+
+def smooth_(x: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor, *, prob: float, sigma: float,
+            cells: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """:func:`~foolkit.evolve.encodings.smooth_mutation_` on the CPU, in place (``x`` ``(P, C, H, W)``
+    contiguous float32): each image picked with probability ``prob`` gets Gaussian noise (std
+    ``sigma``) on a ``g × g`` grid, ``g`` drawn from ``cells``, upsampled by the bilinear matrices
+    ``bh`` ``(K, H, G)`` and ``bw`` ``(K, W, G)`` of the ``K`` cell sizes (zero-padded to the largest,
+    ``G``), added and clamped to [0, 1]. One compiled loop over the images."""
+    _smooth(x.numpy(), key_from(gen), f32(prob), f32(sigma), np.array(cells, dtype=np.int64),
+            bh.contiguous().numpy(), bw.contiguous().numpy())
+    return x

@@ -53,6 +53,32 @@ def test_smooth_mutation_moves_a_share_of_whole_images_smoothly(path: str) -> No
     assert neighbours > 0.9 and 0 <= out.min() and out.max() <= 1  # smooth: adjacent pixels move together
 
 
+def test_each_smooth_perturbation_is_a_bilinearly_upsampled_gaussian_grid(path: str) -> None:
+    """Oracle: every moved image's change is exactly ``A_h G A_wᵀ`` for a grid ``G`` of one of the
+    cell sizes (least squares recovers it with no residual), the grids' values are N(0, σ²), and
+    the sizes are drawn evenly."""
+    from foolkit.evolve.encodings import bilinear_matrix, smooth_mutation_
+
+    x = torch.full((600, 1, 20, 24), 0.5)
+    sigma = 0.02  # small: nothing is clamped
+    out = smooth_mutation_(x.clone(), prob=0.5, sigma=sigma, cells=(3, 5), gen=gen(1))
+    delta = (out - x)[(out != x).flatten(1).any(1)][:, 0].double()
+    values, sizes = [], []
+    for d in delta:
+        fits = []
+        for g in (3, 5):
+            a_h, a_w = bilinear_matrix(20, g, "cpu").double(), bilinear_matrix(24, g, "cpu").double()
+            grid = torch.linalg.pinv(a_h) @ d @ torch.linalg.pinv(a_w).T
+            fits.append(((a_h @ grid @ a_w.T - d).abs().max().item(), g, grid))
+        residual, g, grid = min(fits, key=lambda f: f[0])
+        assert residual < 1e-6, residual  # float32 round-off only
+        values.append(grid.flatten())
+        sizes.append(g)
+    values = torch.cat(values)
+    assert abs(len(delta) / 600 - 0.5) < 0.07 and abs(sizes.count(3) / len(sizes) - 0.5) < 0.1
+    assert abs(values.mean().item()) < 0.1 * sigma and abs(values.std().item() / sigma - 1) < 0.05
+
+
 def test_cppn_render_shapes_ranges_resolutions() -> None:
     for channels in (1, 3):
         enc = CPPNEncoding(channels=channels, size=(28, 28))
