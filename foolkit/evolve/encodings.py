@@ -83,11 +83,11 @@ def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Seque
     drawn per image from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once,
     which per-pixel mutation needs many generations for. Returns ``x``."""
     P, C, H, W = x.shape
-    if operators.sparse_on(x.device) and operators._compiled(x):  # the CPU with numba: one compiled loop
+    sparse = operators.sparse_on(x.device)  # else: every image, without a host sync, keeping the picked
+    if sparse and operators.compiled_on(x):  # the CPU with numba: one compiled loop
         bh, bw = _stacked_bilinear(H, W, tuple(cells))
         return variation_cpu.smooth_(x, bh, bw, prob=prob, sigma=sigma, cells=tuple(cells), gen=gen)
     picked = torch.rand(P, generator=gen, device=x.device) < prob
-    sparse = operators.sparse_on(x.device)  # else: every image, without a host sync, keeping the picked
     rows = picked.nonzero().flatten() if sparse else None
     n = rows.numel() if rows is not None else P
     if n == 0:

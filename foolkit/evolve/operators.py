@@ -45,7 +45,7 @@ def _fused(x: torch.Tensor) -> bool:
     return variation_fused.available(x.device) and x.dtype == torch.float32 and x.numel() < 2**31
 
 
-def _compiled(x: torch.Tensor) -> bool:
+def compiled_on(x: torch.Tensor) -> bool:
     """Whether the sparse (CPU) variation of ``x`` runs as compiled loops (numba, float32,
     contiguous: :mod:`foolkit.evolve.variation_cpu`) rather than as torch passes."""
     return x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and variation_cpu.available()
@@ -148,7 +148,7 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
         if isinstance(eta, torch.Tensor) and eta.numel() == x.shape[0] and x.dim() > 1:  # per individual
             eta = eta.reshape(-1, *(1,) * (x.dim() - 1))
         return x.copy_(select(pick, polynomial_step(x, uniform_like(x, gen), eta=eta, low=low, up=up), x))
-    if _compiled(x):
+    if compiled_on(x):
         return variation_cpu.polynomial_(x, rate=rate, eta=eta, low=low, up=up, gen=gen, mask=mask)
     if mask is None:
         pick = bernoulli_indices(flat.numel(), rate, gen, x.device)
@@ -208,7 +208,7 @@ def sbx_crossover_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, 
         ca, cb = sbx_step(a, b, uniform_like(a, gen), uniform_like(a, gen) <= 0.5, eta=eta, low=low, up=up)
         ca, cb = select(cross, ca, a), select(cross, cb, b)
         return a.copy_(ca), b.copy_(cb)
-    if _compiled(a) and a.shape == b.shape and b.dtype == a.dtype and b.is_contiguous():
+    if compiled_on(a) and a.shape == b.shape and b.dtype == a.dtype and b.is_contiguous():
         return variation_cpu.sbx_(a, b, eta=eta, low=low, up=up, gen=gen, pair_prob=pair_prob, gene_prob=gene_prob)
     rows = (torch.rand(a.shape[0], generator=gen, device=a.device) < pair_prob).nonzero().flatten()
     if rows.numel() == 0:

@@ -207,7 +207,6 @@ if numba is not None:
         lg = np.empty(pairs, np.float32)
         ints = np.empty(pairs, np.int32)
         grid = np.empty((G, G), np.float32)
-        flat = grid.reshape(-1)
         tmp = np.empty((G, W), np.float32)
         for p in range(P):
             if _uniform(key, IMAGES | np.uint64(2 * p)) >= prob:
@@ -216,20 +215,18 @@ if numba is not None:
             g = cells[which]
             m = (g * g + 1) // 2
             for c in range(C):
-                # Gaussian grid values, std sigma: Box-Muller, both of a pair's normals (float32
-                # logarithm, sine and cosine as the render computes them: loops that vectorise)
+                # Gaussian grid values, std sigma: Box-Muller, both of a pair's normals (the float32
+                # logarithm of the polynomial mutation, the render's sine and cosine)
                 first = np.uint64(2 * pairs * (p * C + c))
                 for i in range(m):
                     u[i] = ONE - _uniform(key, GRIDS | (first + np.uint64(2 * i)))  # in (0, 1]
                 _log_all(u[:m], lg[:m], ints[:m])
-                for i in range(m):
+                for i in range(m):  # grid value k at row k // g, column k % g
                     radius = sigma * np.sqrt(-TWO * lg[i])
                     angle = TWO_PI * _uniform(key, GRIDS | (first + np.uint64(2 * i + 1))) - PI
-                    flat[2 * i] = radius * _cos(angle)
+                    grid[(2 * i) // g, (2 * i) % g] = radius * _cos(angle)
                     if 2 * i + 1 < g * g:
-                        flat[2 * i + 1] = radius * _sin(angle)
-                for i in range(g * g - 1, -1, -1):  # the values as a g × g grid (in place: back to front)
-                    grid[i // g, i % g] = flat[i]
+                        grid[(2 * i + 1) // g, (2 * i + 1) % g] = radius * _sin(angle)
                 for a in range(g):  # grid @ bw[which]ᵀ, then bh[which] @ that: the bilinear upsampling
                     for j in range(W):
                         tmp[a, j] = ZERO
