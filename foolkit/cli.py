@@ -20,7 +20,20 @@ from foolkit.commands.train import train
 from foolkit.errors import FoolkitError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Stopped(BaseException):
+    """Ctrl-C or ``kill`` inside a command, carried past click to :func:`main`. click would turn
+    a KeyboardInterrupt into ``Abort`` after writing a blank line to stderr; the contract is one line."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Stopped from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="foolkit")
 def cli() -> None:
     """foolkit: fool image classifiers, and show why they can be fooled."""
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except FoolkitError as exc:
         print(f"foolkit: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (_Stopped, KeyboardInterrupt, click.exceptions.Abort):
         print("foolkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

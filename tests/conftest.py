@@ -74,8 +74,8 @@ def cli(capsys: pytest.CaptureFixture[str]):
 def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     """The contract for user-caused failures: non-zero exit, exactly one line on stderr, no traceback."""
     assert result.exit_code != 0, result
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"expected one stderr line, got: {result.stderr!r}"
     assert "Traceback" not in result.stderr
     for frag in fragments:
         assert frag.lower() in lines[0].lower(), f"{frag!r} not in {lines[0]!r}"

@@ -74,6 +74,15 @@ def test_classify_errors_are_one_line(cli, one_line_error, tmp_path, digit_files
     one_line_error(cli("classify", *args), frag)
 
 
+def test_ctrl_c_in_a_command_that_saves_nothing_is_one_line(cli, digit_files, interrupt_on_call):
+    # click answers a KeyboardInterrupt with a blank line on stderr before Abort; ours is one line, exit 130
+    import foolkit.models
+
+    interrupt_on_call(foolkit.models, "load_model", n=1)
+    r = cli("classify", *digit_files, "--model", "lenet-mnist")
+    assert (r.exit_code, r.stderr, r.stdout) == (130, "foolkit: interrupted\n", "")
+
+
 def test_models_and_datasets_listings(cli):
     r = cli("models")
     assert r.exit_code == 0 and "vit_b_16" in r.stdout and "lenet-fashion" in r.stdout
