@@ -6,6 +6,7 @@ Tensors are ``(C, H, W)`` for one image and ``(B, C, H, W)`` for a batch, float3
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -172,11 +173,63 @@ def noise_image(delta: torch.Tensor, *, amplify: float | None = None) -> torch.T
     return (0.5 + amplify * d).clamp(0, 1)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int, text: str = "") -> ImageFont.ImageFont:
+    """The captions' font. Pillow's built-in one has glyphs for ASCII only (not even "é"), so text
+    beyond ASCII (a folder dataset's class names) gets the first font that has all its glyphs:
+    matplotlib's DejaVu Sans (Latin, Greek, Cyrillic, ...), then the system's fonts."""
+    path = _font_covering(frozenset(text) - frozenset(" \n\t")) if not text.isascii() else None
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=64)
+def _font_covering(chars: frozenset[str]) -> str | None:
+    """The path of the first font with a glyph for every one of ``chars`` (else the one with the
+    most, if it has any); None when no font has any."""
+    try:
+        from matplotlib import font_manager
+    except ImportError:
+        return None
+    first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
+    plain_first = sorted(font_manager.fontManager.ttflist, key=lambda f: (f.style != "normal", f.weight != 400, f.fname))
+    others = [f.fname for f in plain_first if f.fname != first and "LastResort" not in f.fname]  # all boxes
+    best, best_n = None, 0
+    for path in [first, *others]:
+        n = sum(ord(c) in _charmap(path) for c in chars)
+        if n == len(chars):
+            return path
+        if n > best_n:
+            best, best_n = path, n
+    return best
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset[int]:
+    try:
+        from matplotlib.ft2font import FT2Font
+
+        return frozenset(FT2Font(path).get_charmap())
+    except (ImportError, OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """Each line of ``text`` cut, with "…", to at most ``width`` pixels."""
+    lines = []
+    for line in text.split("\n"):
+        if draw.textlength(line, font=font) > width:
+            while line and draw.textlength(line + "…", font=font) > width:
+                line = line[:-1]
+            line = line.rstrip() + "…"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def panel(images: Sequence[torch.Tensor], captions: Sequence[str], *, tile: int = 224,
@@ -196,7 +249,7 @@ def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, 
     columns = max(1, min(columns, n))
     rows = (n + columns - 1) // columns
     font_size = max(10, tile // 12)
-    font = _font(font_size)
+    font = _font(font_size, (title or "") + "".join(captions))
     lines = max((c.count("\n") + 1 for c in captions if c), default=0)
     cap_h = (font_size + 4) * lines + (6 if lines else 0)
     title_h = font_size + 14 if title else 0
@@ -204,7 +257,7 @@ def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, 
     canvas = Image.new("RGB", (columns * (tile + pad) + pad, title_h + rows * (tile + cap_h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, 5), title, fill="black", font=font)
+        draw.text((pad, 5), _fit(draw, title, font, canvas.width - 2 * pad), fill="black", font=font)
     for i, (img, cap) in enumerate(zip(images, captions)):
         r, c = divmod(i, columns)
         pil = to_pil(img).convert("RGB")
@@ -216,5 +269,6 @@ def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, 
         y0 = title_h + pad + r * (tile + cap_h + pad)
         canvas.paste(pil, (x0 + (tile - size[0]) // 2, y0 + (tile - size[1]) // 2))
         if cap:
-            draw.multiline_text((x0, y0 + tile + 4), cap, fill="black", font=font, spacing=4)
+            draw.multiline_text((x0, y0 + tile + 4), _fit(draw, cap, font, tile + pad // 2), fill="black", font=font,
+                                spacing=4)
     return canvas

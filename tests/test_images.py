@@ -120,6 +120,22 @@ def test_channels_noise_panel_grid():
     assert g.size[0] == 3 * (32 + 6) + 6
 
 
+@pytest.mark.parametrize("a, b", [("é", "è"), ("ж", "ш"), ("α", "β")])
+def test_captions_beyond_ascii_get_real_glyphs(a: str, b: str) -> None:
+    # Pillow's built-in font draws the same box for every character it lacks (all but ASCII)
+    def caption(c: str) -> np.ndarray:
+        return np.asarray(grid([torch.zeros(1, 8, 8)], [f"{c}{c}{c}"], tile=64))[64:]
+
+    assert not np.array_equal(caption(a), caption(b))
+    assert not np.array_equal(caption(a), caption("\uffff"))  # a character no font has
+
+
+def test_a_caption_too_wide_for_its_tile_is_cut_inside_it() -> None:
+    g = np.asarray(grid([torch.zeros(1, 8, 8)] * 2, ["a" * 60 + "\nmiddle", "b"], columns=2, tile=64))
+    gap = g[64 + 6:, 6 + 64 + 3 + 1:6 + 64 + 6]  # the caption band, between the columns' tiles
+    assert (gap == 255).all()
+
+
 def test_quantize_lands_on_the_values_a_png_is_read_back_as():
     """The oracle: numpy's correctly rounded k / 255, what load_image gives for each 8-bit level."""
     from foolkit.images import exact_div
