@@ -133,7 +133,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
                 lifted[key] = None
             given[key] = value
     if paper_ops:
-        given.update(init_spread=0.0, smooth_prob=0.0, selection=selection or "uniform")
+        given.update(init_spread=0.0, smooth_prob=0.0, step_deficit=0.0, selection=selection or "uniform")
     if method == "gradient" and encoding == "cppn":
         raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
     typed = {k: v for k, v in given.items() if v is not None}

@@ -41,6 +41,11 @@ class EvolveConfig:
     smooth_prob: float = 0.5  # direct: fraction of offspring that also get a smooth low-resolution perturbation
     smooth_sigma: float = 0.2
     eta_spread: float = 0.0  # direct: per-offspring η, ln(η+1) ~ ln(mutation_eta+1) ± spread (0 = fixed)
+    # direct: an offspring's per-gene mutation rate and smooth σ are scaled by min(1, sqrt(d / step_deficit)),
+    # at least step_min, where d = -ln(confidence) of the cell its parent came from: elites close to
+    # certain are refined with small steps, which improve them far more often (0 = fixed steps, the paper)
+    step_deficit: float = 0.003
+    step_min: float = 0.05
     # CPPN encoding
     cppn_hidden: int = 16
     cppn_weight_range: float = 10.0
@@ -63,8 +68,8 @@ class EvolveConfig:
     def paper(cls, **kw: Any) -> EvolveConfig:
         """The paper's operators exactly: uniform parents, uniform-noise start, per-pixel
         polynomial mutation and SBX only (foolkit's defaults add a varied start, smooth
-        mutations and deficit-weighted parents, which fool MNIST LeNet ~5x sooner)."""
-        return cls(**{"selection": "uniform", "init_spread": 0.0, "smooth_prob": 0.0, **kw})
+        mutations, deficit-weighted parents and steps, which fool MNIST LeNet ~5x sooner)."""
+        return cls(**{"selection": "uniform", "init_spread": 0.0, "smooth_prob": 0.0, "step_deficit": 0.0, **kw})
 
     def validate(self) -> None:
         """Raise :class:`FoolkitError` (one line) on a bad value."""
@@ -75,8 +80,8 @@ class EvolveConfig:
             raise bad(f"unknown method {self.method!r}: use evolve or gradient")
         if self.encoding not in ("direct", "cppn"):
             raise bad(f"unknown encoding {self.encoding!r}: use direct or cppn")
-        if self.generations < 0:
-            raise bad(f"generations must be >= 0, got {self.generations}")
+        if self.generations < 1:  # (0 would write the empty cells' placeholder images as elites)
+            raise bad(f"generations must be >= 1, got {self.generations}")
         if self.method == "gradient" and self.encoding != "direct":
             raise bad(f"encoding {self.encoding} is for method evolve: gradient ascent optimises the pixels themselves")
         if self.method == "evolve" and self.population < 2:  # gradient ascent has one image per class instead
@@ -101,6 +106,8 @@ class EvolveConfig:
             raise bad("cppn weight range must be positive")
         if self.init_spread < 0 or self.eta_spread < 0 or self.smooth_sigma < 0:
             raise bad("init/eta spread and smooth sigma must be >= 0")
+        if self.step_deficit < 0 or not 0.0 < self.step_min <= 1.0:
+            raise bad(f"step deficit must be >= 0 and step min in (0, 1], got {self.step_deficit} and {self.step_min}")
         if not 0.0 <= self.smooth_prob <= 1.0:
             raise bad(f"smooth mutation probability must be in [0, 1], got {self.smooth_prob}")
         if self.selection not in ("uniform", "lagging"):
@@ -170,6 +177,8 @@ class EvolveConfig:
             raise FoolkitError(f"unknown evolve settings {sorted(unknown)} (config from a newer foolkit?)")
         if "cppn_activations" not in d:  # saved before the set was a setting: all six were used then
             d = {**d, "cppn_activations": list(ACTIVATIONS)}
+        if "step_deficit" not in d:  # saved before steps were scaled: they were fixed then
+            d = {**d, "step_deficit": 0.0}
         for f in dataclasses.fields(cls):  # a hand-edited config.json: one line, not a TypeError later
             value, default = d.get(f.name), f.default
             if value is None or default is None or default is dataclasses.MISSING:

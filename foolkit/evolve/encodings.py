@@ -76,13 +76,16 @@ def _stacked_bilinear(height: int, width: int, cells: tuple[int, ...]) -> tuple[
     return bh, bw
 
 
-def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Sequence[int],
+def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float | torch.Tensor, cells: Sequence[int],
                      gen: torch.Generator) -> torch.Tensor:
     """Add a spatially smooth perturbation to a fraction ``prob`` of the images ``(P, C, H, W)``,
-    in place: Gaussian noise (std ``sigma``) on a ``g × g`` grid, bilinearly upsampled, ``g``
-    drawn per image from ``cells``; clamped to [0, 1]. Moves whole strokes and blobs at once,
-    which per-pixel mutation needs many generations for. Returns ``x``."""
+    in place: Gaussian noise (std ``sigma``, a number or a ``(P,)`` tensor, one per image) on a
+    ``g × g`` grid, bilinearly upsampled, ``g`` drawn per image from ``cells``; clamped to [0, 1].
+    Moves whole strokes and blobs at once, which per-pixel mutation needs many generations for.
+    Returns ``x``."""
     P, C, H, W = x.shape
+    if isinstance(sigma, torch.Tensor) and sigma.numel() != P:
+        raise ValueError("a tensor sigma must hold one value per image")
     sparse = operators.sparse_on(x.device)  # else: every image, without a host sync, keeping the picked
     if sparse and operators.compiled_on(x):  # the CPU with numba: one compiled loop
         bh, bw = _stacked_bilinear(H, W, tuple(cells))
@@ -93,6 +96,8 @@ def smooth_mutation_(x: torch.Tensor, *, prob: float, sigma: float, cells: Seque
     if n == 0:
         return x
     which = torch.randint(len(cells), (n, 1, 1, 1), generator=gen, device=x.device)
+    if isinstance(sigma, torch.Tensor):  # the picked images' own
+        sigma = (sigma.reshape(-1).index_select(0, rows) if rows is not None else sigma).to(x.dtype).view(n, 1, 1, 1)
     # on an accelerator every image gets a perturbation, zero where not picked: the noise grid is
     # zeroed (a few numbers an image) rather than the images selected afterwards (two more passes)
     keep = picked.view(P, 1, 1, 1).to(x.dtype) if rows is None else None
@@ -117,6 +122,7 @@ class DirectEncoding:
 
     name = "direct"
     crossover = True
+    scaled_steps = True  # mutate takes a per-offspring scale
 
     def __init__(self, *, channels: int, size: tuple[int, int], device: torch.device | str = "cpu",
                  mutation_rate: float = 0.1, mutation_eta: float = 15.0, crossover_eta: float = 10.0,
@@ -142,10 +148,15 @@ class DirectEncoding:
     def decode(self, genomes: Genomes, *, quantize: bool = False) -> torch.Tensor:
         return images.quantize(genomes["pixels"]) if quantize else genomes["pixels"]
 
-    def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int) -> Genomes:
-        """Polynomial mutation (then the smooth perturbation), in place; returns ``genomes``."""
+    def mutate(self, genomes: Genomes, gen: torch.Generator, generation: int,
+               scale: torch.Tensor | None = None) -> Genomes:
+        """Polynomial mutation (then the smooth perturbation), in place; returns ``genomes``.
+        ``scale`` ``(P,)`` in (0, 1] multiplies each offspring's per-gene rate and smooth σ."""
         x = genomes["pixels"]
-        rate = self.mutation_rate * rate_scale(generation, self.halve_every)
+        rate: float | torch.Tensor = self.mutation_rate * rate_scale(generation, self.halve_every)
+        sigma: float | torch.Tensor = self.smooth_sigma
+        if scale is not None:
+            rate, sigma = scale * rate, scale * sigma
         eta: float | torch.Tensor = self.mutation_eta
         if self.eta_spread > 0:  # per-offspring step sizes: ln(η+1) spread around the configured η
             shape = (x.shape[0],) + (1,) * (x.dim() - 1)
@@ -153,7 +164,7 @@ class DirectEncoding:
             eta = (self.mutation_eta + 1.0) * torch.exp(r * self.eta_spread) - 1.0
         polynomial_mutation_(x, rate=rate, eta=eta, low=0.0, up=1.0, gen=gen)
         if self.smooth_prob > 0:
-            smooth_mutation_(x, prob=self.smooth_prob, sigma=self.smooth_sigma, cells=self.smooth_cells, gen=gen)
+            smooth_mutation_(x, prob=self.smooth_prob, sigma=sigma, cells=self.smooth_cells, gen=gen)
         return genomes
 
     def mate(self, a: Genomes, b: Genomes, gen: torch.Generator) -> tuple[Genomes, Genomes]:
@@ -173,6 +184,7 @@ class CPPNEncoding:
 
     name = "cppn"
     crossover = False
+    scaled_steps = False  # (CPPNs fool in a few generations with their fixed weight steps)
 
     def __init__(self, *, channels: int, size: tuple[int, int], device: torch.device | str = "cpu",
                  spec: cppn.CPPNSpec | None = None, halve_every: int = 0):

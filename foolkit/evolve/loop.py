@@ -84,10 +84,11 @@ class MapElites:
         self.toolbox = tb
 
     # -- operators ------------------------------------------------------------------
-    def select_parents(self, n: int) -> Genomes:
-        """``n`` parents drawn from the occupied cells: uniformly (the paper) or, with
-        ``selection="lagging"``, a ``lagging_fraction`` of them in proportion to each cell's deficit
-        ``-log(confidence)``, so the classes furthest from fooled get most of the offspring."""
+    def select_parents(self, n: int) -> tuple[Genomes, torch.Tensor]:
+        """``n`` parents drawn from the occupied cells, and the cell each came from: uniformly (the
+        paper) or, with ``selection="lagging"``, a ``lagging_fraction`` of them in proportion to each
+        cell's deficit ``-log(confidence)``, so the classes furthest from fooled get most of the
+        offspring."""
         assert self.archive.genomes is not None
         occupied = self.archive.occupied
         pick = torch.multinomial(occupied.float(), n, replacement=True, generator=self.gen)
@@ -95,7 +96,18 @@ class MapElites:
         if k > 0:  # an occupied cell weighs at least 1e-12 (a saturated one), an empty one nothing
             deficit = torch.where(occupied, (-self.archive.fitness).clamp_min(1e-12), 0.0)
             pick[:k] = torch.multinomial(deficit, k, replacement=True, generator=self.gen)
-        return take(self.archive.genomes, pick)
+        return take(self.archive.genomes, pick), pick
+
+    def step_scale(self, cells: torch.Tensor) -> torch.Tensor | None:
+        """How strongly to mutate the offspring of parents from ``cells``: ``min(1, sqrt(d /
+        step_deficit))``, at least ``step_min``, with ``d`` the cell's deficit ``-log(confidence)``
+        (None: fixed steps). Near certainty most full-size steps make an elite worse: on a LeNet
+        elite at 99.93%, 0.9% of default polynomial mutations improved it against 12% at a third
+        of the rate, and 0.05% of smooth perturbations against 5% at a quarter of the σ."""
+        if self.config.step_deficit <= 0 or not self.encoding.scaled_steps:
+            return None
+        deficit = (-self.archive.fitness).index_select(0, cells).clamp_min(0.0)
+        return (deficit / self.config.step_deficit).sqrt_().clamp_(self.config.step_min, 1.0)
 
     @torch.inference_mode()
     def evaluate(self, genomes: Genomes) -> torch.Tensor:
@@ -116,12 +128,15 @@ class MapElites:
             self._filled = self.archive.genomes is not None and bool(self.archive.occupied.any())
             if not self._filled:
                 return self.toolbox.sample(n)
-        parents = self.toolbox.select(n)  # copies of the elites: variation may work on them in place
-        if self.encoding.crossover:
+        parents, cells = self.toolbox.select(n)  # copies of the elites: variation may work on them in place
+        if self.encoding.crossover:  # (children stay in their first parent's place)
             half = n // 2
             a, b = self.toolbox.mate(take(parents, slice(0, half)), take(parents, slice(half, 2 * half)))
             parents = cat([a, b, take(parents, slice(2 * half, n))])
-        return self.toolbox.mutate(parents, generation=self.generation + 1)
+        scale = self.step_scale(cells)
+        if scale is None:
+            return self.toolbox.mutate(parents, generation=self.generation + 1)
+        return self.toolbox.mutate(parents, generation=self.generation + 1, scale=scale)
 
     @torch.inference_mode()
     def tell(self, offspring: Genomes, scores: torch.Tensor) -> ArchiveUpdate:

@@ -127,21 +127,27 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.view(-1)
 
 
-def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low: float, up: float,
-                         gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+def polynomial_mutation_(x: torch.Tensor, *, rate: float | torch.Tensor, eta: float | torch.Tensor, low: float,
+                         up: float, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mutate each gene of the batch ``x`` (contiguous, any shape) with probability ``rate``, in
     place (DEAP's convention: vary copies); returns ``x``.
 
-    ``mask`` (bool, broadcastable to ``x``) restricts which genes may mutate at all (e.g. enabled
-    CPPN connections). ``eta`` may be a tensor broadcastable to ``x`` (per-individual values).
-    On the CPU only the picked genes are drawn and computed (about ``rate`` of them; compiled,
-    :mod:`foolkit.evolve.variation_cpu`, with numba); elsewhere every gene is, without a host sync
-    (:func:`sparse_on`).
+    ``rate`` may be a tensor of one value per row (per individual; the CPU picks genes at the
+    highest and keeps each with its row's share of it). ``eta`` may be a tensor broadcastable to
+    ``x`` (per-individual values). ``mask`` (bool, broadcastable to ``x``) restricts which genes
+    may mutate at all (e.g. enabled CPPN connections). On the CPU only the picked genes are drawn
+    and computed (about ``rate`` of them; compiled, :mod:`foolkit.evolve.variation_cpu`, with
+    numba); elsewhere every gene is, without a host sync (:func:`sparse_on`).
     """
     flat = _flat(x)
+    rows = x.shape[0] if x.dim() > 1 else 0
+    if isinstance(rate, torch.Tensor) and rate.numel() != rows:
+        raise ValueError("a tensor rate must hold one value per row")
     if not sparse_on(x.device):
         if _fused(x):
             return variation_fused.polynomial_(x, rate=rate, eta=eta, low=low, up=up, gen=gen, mask=mask)
+        if isinstance(rate, torch.Tensor):
+            rate = rate.reshape(-1, *(1,) * (x.dim() - 1))
         pick = uniform_like(x, gen) < rate
         if mask is not None:
             pick &= mask
@@ -150,16 +156,21 @@ def polynomial_mutation_(x: torch.Tensor, *, rate: float, eta: float | torch.Ten
         return x.copy_(select(pick, polynomial_step(x, uniform_like(x, gen), eta=eta, low=low, up=up), x))
     if compiled_on(x):
         return variation_cpu.polynomial_(x, rate=rate, eta=eta, low=low, up=up, gen=gen, mask=mask)
+    top = float(rate.max()) if isinstance(rate, torch.Tensor) else rate  # (the CPU: no sync to speak of)
     if mask is None:
-        pick = bernoulli_indices(flat.numel(), rate, gen, x.device)
+        pick = bernoulli_indices(flat.numel(), top, gen, x.device)
     else:  # only the genes the mask allows are tried (few, when it is sparse)
         # numpy's nonzero: four times faster than torch's on CPU (23 against 96 µs on 88k CPPN edges)
         among = torch.from_numpy(np.flatnonzero(mask.expand_as(x).reshape(-1).numpy()))
-        pick = among.index_select(0, bernoulli_indices(among.numel(), rate, gen, x.device))
+        pick = among.index_select(0, bernoulli_indices(among.numel(), top, gen, x.device))
+    row_len = flat.numel() // max(rows, 1)
+    if isinstance(rate, torch.Tensor) and pick.numel():  # thinned to each row's rate
+        share = (rate.reshape(-1).float() / top).index_select(0, torch.div(pick, row_len, rounding_mode="floor"))
+        pick = pick[torch.rand(pick.numel(), generator=gen, device=x.device) < share]
     values = flat.index_select(0, pick)  # index_select / index_copy_: several times faster than x[idx] on CPU
     eta_v: float | torch.Tensor = eta
     if isinstance(eta, torch.Tensor) and eta.numel() == x.shape[0] and x.dim() > 1:  # per individual: by row,
-        eta_v = eta.reshape(-1).index_select(0, torch.div(pick, flat.numel() // x.shape[0], rounding_mode="floor"))
+        eta_v = eta.reshape(-1).index_select(0, torch.div(pick, row_len, rounding_mode="floor"))
     elif isinstance(eta, torch.Tensor):  # without a population-sized copy of it
         eta_v = eta.expand_as(x).reshape(-1).index_select(0, pick)
     flat.index_copy_(0, pick, polynomial_step(values, uniform_like(values, gen), eta=eta_v, low=low, up=up))

@@ -105,7 +105,7 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
     """The saved run's config with the :data:`RESUMABLE_OVERRIDES` taken from ``config``; any
     other difference is an error (a resumed run must be the run it continues). Settings are
     compared by what they mean for this model: ``classes`` ``5,3`` is ``3,5`` and ``"3"`` (a
-    class named 3) may be ``3``; ``channels`` left to the model equals the model's own."""
+    class named 3) may be ``3``; ``channels`` and ``size`` left to the model equal the model's own."""
     saved = run.create({}, resume=True)
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise FoolkitError(f"{run.config_path} is not an evolve run's config")
@@ -115,7 +115,8 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
     old.validate()
 
     def meaning(c: EvolveConfig) -> dict[str, Any]:
-        return {**c.to_dict(), "classes": c.class_indices(model), "channels": c.image_channels(model)}
+        return {**c.to_dict(), "classes": c.class_indices(model), "channels": c.image_channels(model),
+                "size": list(c.image_size(model))}
 
     new, was = meaning(config), meaning(old)
     changed = [k for k, v in was.items() if k not in RESUMABLE_OVERRIDES and new[k] != v]

@@ -35,7 +35,7 @@ SQRT2, THIRD_, FIFTH, SEVENTH, NINTH = f32(math.sqrt(2.0)), f32(1 / 3), f32(1 / 
 EXP_MAX = f32(80.0)
 PI, TWO_PI = f32(math.pi), f32(2 * math.pi)
 # counter streams of the generator: a number's counter is (stream << 56) | its index
-PICK, STEP, ROWS, SWAP, IMAGES, GRIDS = (np.uint64(s << 56) for s in range(1, 7))
+PICK, STEP, ROWS, SWAP, IMAGES, GRIDS, THIN = (np.uint64(s << 56) for s in range(1, 8))
 
 
 if numba is not None:
@@ -108,12 +108,14 @@ if numba is not None:
         return max(16, min(4096, int(n * p + 6.0 * math.sqrt(n * p * (1.0 - p)) + 16.0)))
 
     @_jit(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
-    def _polynomial(x, mask, etas, per, key, rate, eta, low, up, given_u):  # pragma: no cover - compiled
+    def _polynomial(x, mask, keeps, row_len, etas, per, key, rate, eta, low, up, given_u):  # pragma: no cover - compiled
         n = x.size
         found = np.empty(n, np.int64)
         if rate >= 1.0:
             found[:] = np.arange(n)
             m = n
+        elif not rate > 0.0:  # no gene (ln(1 - 0) = 0 would make the gaps infinite)
+            m = 0
         else:
             c = _chunk(n, rate)
             m = _picks(key, PICK, 0, n, math.log1p(-rate), found, 0, np.empty(c, np.float32),
@@ -123,6 +125,12 @@ if numba is not None:
             for j in range(m):
                 found[k] = found[j]
                 k += mask[found[j]]
+            m = k
+        if keeps.size:  # per-row rates: picked at the highest, gene g kept with probability keeps[g // row_len]
+            k = 0
+            for j in range(m):
+                found[k] = found[j]
+                k += _uniform(key, THIN | np.uint64(found[j])) < keeps[found[j] // row_len]
             m = k
         v, u, p, t, q = (np.empty(m, np.float32), np.empty(m, np.float32), np.empty(m, np.float32),
                          np.empty(m, np.float32), np.empty(m, np.float32))
@@ -165,7 +173,7 @@ if numba is not None:
                     for g in range(r * row_len, (r + 1) * row_len):
                         found[m] = g
                         m += 1
-                else:
+                elif gene_prob > 0.0:  # (ln(1 - 0) = 0 would make the gaps infinite)
                     m = _picks(key, PICK, r * row_len, row_len, log_q, found, m, cu, clg, cints)
         x1, x2, u, bl, bu, p, q = (np.empty(m, np.float32), np.empty(m, np.float32), np.empty(m, np.float32),
                                    np.empty(m, np.float32), np.empty(m, np.float32), np.empty(m, np.float32),
@@ -199,7 +207,7 @@ if numba is not None:
 
 
     @_jit(nogil=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
-    def _smooth(x, key, prob, sigma, cells, bh, bw):  # pragma: no cover - compiled
+    def _smooth(x, key, prob, sigma, sigmas, cells, bh, bw):  # pragma: no cover - compiled
         P, C, H, W = x.shape
         K, G = bh.shape[0], bh.shape[2]
         pairs = (G * G + 1) // 2
@@ -214,6 +222,7 @@ if numba is not None:
             which = min(np.int64(_uniform(key, IMAGES | np.uint64(2 * p + 1)) * np.float32(K)), K - 1)
             g = cells[which]
             m = (g * g + 1) // 2
+            std = sigmas[p] if sigmas.size else sigma
             for c in range(C):
                 # Gaussian grid values, std sigma: Box-Muller, both of a pair's normals (the float32
                 # logarithm of the polynomial mutation, the render's sine and cosine)
@@ -222,7 +231,7 @@ if numba is not None:
                     u[i] = ONE - _uniform(key, GRIDS | (first + np.uint64(2 * i)))  # in (0, 1]
                 _log_all(u[:m], lg[:m], ints[:m])
                 for i in range(m):  # grid value k at row k // g, column k % g
-                    radius = sigma * np.sqrt(-TWO * lg[i])
+                    radius = std * np.sqrt(-TWO * lg[i])
                     angle = TWO_PI * _uniform(key, GRIDS | (first + np.uint64(2 * i + 1))) - PI
                     grid[(2 * i) // g, (2 * i) % g] = radius * _cos(angle)
                     if 2 * i + 1 < g * g:
@@ -249,24 +258,31 @@ _NONE_F = np.empty(0, np.float32)
 _ALL = np.ones(1, np.bool_)
 
 
-def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low: float, up: float,
+def polynomial_(x: torch.Tensor, *, rate: float | torch.Tensor, eta: float | torch.Tensor, low: float, up: float,
                 gen: torch.Generator, mask: torch.Tensor | None = None,
                 uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`~foolkit.evolve.operators.polynomial_mutation_` on the CPU, in place (``x``
-    contiguous float32). ``eta``: a number or a tensor broadcastable to ``x``; ``mask``
-    broadcastable to ``x``; ``uniforms`` ``(x.numel(),)``: the step's uniforms instead of drawn
-    ones (the picks are drawn)."""
+    contiguous float32). ``rate``: a number or one per row; ``eta``: a number or a tensor
+    broadcastable to ``x``; ``mask`` broadcastable to ``x``; ``uniforms`` ``(x.numel(),)``: the
+    step's uniforms instead of drawn ones (the picks are drawn)."""
     flat = x.view(-1).numpy()
+    rows = x.shape[0] if x.dim() > 1 else 0
     etas, per = _NONE_F, 1
     if isinstance(eta, torch.Tensor):  # one per genome is kept as it is; any other shape is spread over x
-        rows = x.shape[0] if x.dim() > 1 else 0
         if eta.numel() == 1 or (eta.numel() == rows and eta.shape[0] == rows):
             etas, per = eta.detach().reshape(-1).float().contiguous().numpy(), max(1, flat.size // eta.numel())
         else:
             etas = eta.detach().float().expand_as(x).contiguous().view(-1).numpy()
+    keeps = _NONE_F
+    if isinstance(rate, torch.Tensor):  # per row: the genes picked at the highest rate, thinned row by row
+        if rate.numel() != rows:
+            raise ValueError("a tensor rate must hold one value per row")
+        rates = rate.detach().reshape(-1).float().clamp(0.0, 1.0)
+        top = float(rates.max()) if rows else 0.0
+        keeps, rate = (rates / max(top, 1e-30)).contiguous().numpy(), top
     mask_np = mask.expand_as(x).reshape(-1).numpy() if mask is not None else _ALL
     given = uniforms.reshape(-1).float().contiguous().numpy() if uniforms is not None else _NONE_F
-    _polynomial(flat, mask_np, etas, per, key_from(gen), float(rate),
+    _polynomial(flat, mask_np, keeps, max(1, flat.size // max(rows, 1)), etas, per, key_from(gen), float(rate),
                 f32(eta if not isinstance(eta, torch.Tensor) else 0.0), f32(low), f32(up), given)
     return x
 
@@ -284,13 +300,18 @@ def sbx_(a: torch.Tensor, b: torch.Tensor, *, eta: float, low: float, up: float,
     return a, b
 
 
-def smooth_(x: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor, *, prob: float, sigma: float,
+def smooth_(x: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor, *, prob: float, sigma: float | torch.Tensor,
             cells: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
     """:func:`~foolkit.evolve.encodings.smooth_mutation_` on the CPU, in place (``x`` ``(P, C, H, W)``
     contiguous float32): each image picked with probability ``prob`` gets Gaussian noise (std
-    ``sigma``) on a ``g × g`` grid, ``g`` drawn from ``cells``, upsampled by the bilinear matrices
-    ``bh`` ``(K, H, G)`` and ``bw`` ``(K, W, G)`` of the ``K`` cell sizes (zero-padded to the largest,
-    ``G``), added and clamped to [0, 1]. One compiled loop over the images."""
-    _smooth(x.numpy(), key_from(gen), f32(prob), f32(sigma), np.array(cells, dtype=np.int64),
+    ``sigma``, a number or one per image) on a ``g × g`` grid, ``g`` drawn from ``cells``, upsampled
+    by the bilinear matrices ``bh`` ``(K, H, G)`` and ``bw`` ``(K, W, G)`` of the ``K`` cell sizes
+    (zero-padded to the largest, ``G``), added and clamped to [0, 1]. One compiled loop over the images."""
+    sigmas = _NONE_F
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != x.shape[0]:
+            raise ValueError("a tensor sigma must hold one value per image")
+        sigmas, sigma = sigma.detach().reshape(-1).float().contiguous().numpy(), 0.0
+    _smooth(x.numpy(), key_from(gen), f32(prob), f32(sigma), sigmas, np.array(cells, dtype=np.int64),
             bh.contiguous().numpy(), bw.contiguous().numpy())
     return x

@@ -36,9 +36,9 @@ if triton is not None:
         return tl.exp(tl.maximum(tl.log(x) * p, -80.0))
 
     @triton.jit
-    def _polynomial_kernel(x_ptr, mask_ptr, eta_ptr, seed_ptr, u_ptr, n, row_len, rate, eta_value, low, up,
-                           HAS_MASK: tl.constexpr, ETA_PER_ROW: tl.constexpr, GIVEN_U: tl.constexpr,
-                           BLOCK_N: tl.constexpr):
+    def _polynomial_kernel(x_ptr, mask_ptr, rate_ptr, eta_ptr, seed_ptr, u_ptr, n, row_len, rate_value, eta_value,
+                           low, up, HAS_MASK: tl.constexpr, RATE_PER_ROW: tl.constexpr, ETA_PER_ROW: tl.constexpr,
+                           GIVEN_U: tl.constexpr, BLOCK_N: tl.constexpr):
         offs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         inside = offs < n
         x = tl.load(x_ptr + offs, mask=inside, other=0.0)
@@ -47,6 +47,10 @@ if triton is not None:
             u = tl.load(u_ptr + n + offs, mask=inside, other=0.5)
         else:
             u_pick, u, _, _ = tl.rand4x(tl.load(seed_ptr), offs)
+        if RATE_PER_ROW:
+            rate = tl.load(rate_ptr + offs // row_len, mask=inside, other=0.0)
+        else:
+            rate = rate_value
         pick = inside & (u_pick < rate)
         if HAS_MASK:
             pick = pick & (tl.load(mask_ptr + offs, mask=inside, other=0) != 0)
@@ -99,26 +103,29 @@ if triton is not None:
         tl.store(b_ptr + offs, tl.where(cross, tl.where(swap, c1, c2), b), mask=inside)
 
 
-def polynomial_(x: torch.Tensor, *, rate: float, eta: float | torch.Tensor, low: float, up: float,
+def polynomial_(x: torch.Tensor, *, rate: float | torch.Tensor, eta: float | torch.Tensor, low: float, up: float,
                 gen: torch.Generator, mask: torch.Tensor | None = None,
                 uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`~foolkit.evolve.operators.polynomial_mutation_` in one pass, in place (``x``
-    contiguous float32). ``eta``: a number or one per row; ``mask`` broadcastable to ``x``;
-    ``uniforms`` ``(2, x.numel())``: pick and step uniforms instead of drawn ones."""
+    contiguous float32). ``rate`` and ``eta``: a number or one per row; ``mask`` broadcastable to
+    ``x``; ``uniforms`` ``(2, x.numel())``: pick and step uniforms instead of drawn ones."""
     n = x.numel()
     row_len = n // max(x.shape[0], 1) if x.dim() > 1 else 1
-    per_row = isinstance(eta, torch.Tensor)
-    if per_row and eta.numel() != x.shape[0]:  # type: ignore[union-attr]
-        raise ValueError("a tensor eta must hold one value per row")
-    eta_t = eta.reshape(-1).float().contiguous() if per_row else x  # type: ignore[union-attr]
+    per_row = {k: isinstance(v, torch.Tensor) for k, v in (("rate", rate), ("eta", eta))}
+    for k, v in (("rate", rate), ("eta", eta)):
+        if per_row[k] and v.numel() != x.shape[0]:  # type: ignore[union-attr]
+            raise ValueError(f"a tensor {k} must hold one value per row")
+    rate_t = rate.reshape(-1).float().contiguous() if per_row["rate"] else x  # type: ignore[union-attr]
+    eta_t = eta.reshape(-1).float().contiguous() if per_row["eta"] else x  # type: ignore[union-attr]
     mask_t = mask.expand_as(x).contiguous().view(torch.uint8) if mask is not None else x
     seed = philox_seed(gen, x.device) if uniforms is None else x
     if n:
         with launching_on(x.device):
             _polynomial_kernel[(triton.cdiv(n, BLOCK),)](
-                x, mask_t, eta_t, seed, uniforms if uniforms is not None else x, n, row_len, float(rate),
-                0.0 if per_row else float(eta), float(low), float(up), HAS_MASK=mask is not None,
-                ETA_PER_ROW=per_row, GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
+                x, mask_t, rate_t, eta_t, seed, uniforms if uniforms is not None else x, n, row_len,
+                0.0 if per_row["rate"] else float(rate), 0.0 if per_row["eta"] else float(eta),  # type: ignore[arg-type]
+                float(low), float(up), HAS_MASK=mask is not None, RATE_PER_ROW=per_row["rate"],
+                ETA_PER_ROW=per_row["eta"], GIVEN_U=uniforms is not None, BLOCK_N=BLOCK)
     return x
 
 

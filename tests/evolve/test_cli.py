@@ -26,6 +26,7 @@ def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, fragments", [
     (["-g", "-1"], ["generations"]),
+    (["-g", "0"], ["generations must be >= 1"]),
     (["-p", "1"], ["population"]),
     (["--classes", "banana"], ["unknown class"]),
     (["--classes", "12"], ["out of range"]),

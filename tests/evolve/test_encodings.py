@@ -79,6 +79,38 @@ def test_each_smooth_perturbation_is_a_bilinearly_upsampled_gaussian_grid(path: 
     assert abs(values.mean().item()) < 0.1 * sigma and abs(values.std().item() / sigma - 1) < 0.05
 
 
+def test_a_per_image_sigma_is_each_images_own(path: str) -> None:
+    """σ per image: each moved image's grid (recovered by least squares, as above) has its own σ;
+    σ = 0 leaves an image as it was."""
+    from foolkit.evolve.encodings import bilinear_matrix, smooth_mutation_
+
+    x = torch.full((400, 1, 14, 14), 0.5)
+    sigma = torch.tensor([0.0, 0.002, 0.01, 0.04]).repeat(100)
+    out = smooth_mutation_(x.clone(), prob=1.0, sigma=sigma, cells=(7,), gen=gen(2))
+    a_h = torch.linalg.pinv(bilinear_matrix(14, 7, "cpu").double())
+    grids = a_h @ (out - x)[:, 0].double() @ a_h.T
+    std = grids.view(100, 4, 49).transpose(0, 1).reshape(4, -1).std(1)
+    assert std[0] == 0 and torch.equal(out[::4], x[::4])
+    assert torch.allclose(std[1:] / sigma[1:4].double(), torch.ones(3, dtype=torch.float64), atol=0.05), std
+    with pytest.raises(ValueError, match="one value per image"):
+        smooth_mutation_(x.clone(), prob=1.0, sigma=sigma[:5], cells=(7,), gen=gen(2))
+
+
+def test_direct_steps_scale_per_offspring(path: str) -> None:
+    """``scale`` multiplies each offspring's per-gene rate and smooth σ: a quarter of the scale,
+    about a quarter of the genes changed and a quarter of the smooth step."""
+    enc = DirectEncoding(channels=1, size=(28, 28), smooth_prob=0.0)
+    scale = torch.tensor([1.0, 0.25]).repeat(100)
+    x = torch.full((200, 1, 28, 28), 0.5)
+    out = enc.mutate({"pixels": x.clone()}, gen(0), generation=1, scale=scale)["pixels"]
+    changed = (out != 0.5).flatten(1).float().mean(1).view(100, 2).mean(0)
+    assert abs(changed[0] - 0.1) < 0.01 and abs(changed[1] - 0.025) < 0.005
+    smooth = DirectEncoding(channels=1, size=(28, 28), smooth_prob=1.0, mutation_rate=0.0, smooth_sigma=0.04)
+    out = smooth.mutate({"pixels": x.clone()}, gen(1), generation=1, scale=scale)["pixels"]
+    step = (out - 0.5).flatten(1).std(1).view(100, 2).mean(0)
+    assert 0.2 < (step[1] / step[0]).item() < 0.3
+
+
 def test_cppn_render_shapes_ranges_resolutions() -> None:
     for channels in (1, 3):
         enc = CPPNEncoding(channels=channels, size=(28, 28))

@@ -28,8 +28,9 @@ USEFUL = {"w_ptr": "*fp32", "out_ptr": "*i64", "output_bits": "i64"}
 MUTATE = {"w_ptr": "*fp32", "on_ptr": "*u8", "act_ptr": "*i64", "alive_ptr": "*u8", "u_ptr": "*fp32",
           "rates_ptr": "*fp32", "seed_ptr": "*i64", "P": "i32", "wmax": "fp32", "split_weight": "fp32",
           "activation_rate": "fp32", "A": "i32"}
-POLYNOMIAL = {"x_ptr": "*fp32", "mask_ptr": "*u8", "eta_ptr": "*fp32", "seed_ptr": "*i64", "u_ptr": "*fp32",
-              "n": "i32", "row_len": "i32", "rate": "fp32", "eta_value": "fp32", "low": "fp32", "up": "fp32"}
+POLYNOMIAL = {"x_ptr": "*fp32", "mask_ptr": "*u8", "rate_ptr": "*fp32", "eta_ptr": "*fp32", "seed_ptr": "*i64",
+              "u_ptr": "*fp32", "n": "i32", "row_len": "i32", "rate_value": "fp32", "eta_value": "fp32", "low": "fp32",
+              "up": "fp32"}
 SBX = {"a_ptr": "*fp32", "b_ptr": "*fp32", "seed_ptr": "*i64", "u_ptr": "*fp32", "n": "i32", "row_len": "i32",
        "pair_prob": "fp32", "gene_prob": "fp32", "eta": "fp32", "low": "fp32", "up": "fp32"}
 
@@ -49,7 +50,8 @@ CASES = {  # name: (kernel, signature, constexprs, warps, most registers: 255 is
     "mutate colour, 40 hidden": (cppn_fused._mutate_kernel, MUTATE,
                                  {"N": 47, "OUTPUTS": 3, "BLOCK_E": 4096, "BLOCK_S": 64}, 8, 255),
     "polynomial": (variation_fused._polynomial_kernel, POLYNOMIAL,
-                   {"HAS_MASK": True, "ETA_PER_ROW": True, "GIVEN_U": False, "BLOCK_N": variation_fused.BLOCK}, 4, 255),
+                   {"HAS_MASK": True, "RATE_PER_ROW": True, "ETA_PER_ROW": True, "GIVEN_U": False,
+                    "BLOCK_N": variation_fused.BLOCK}, 4, 255),
     "sbx": (variation_fused._sbx_kernel, SBX, {"GIVEN_U": False, "BLOCK_N": variation_fused.BLOCK}, 4, 255),
 }
 

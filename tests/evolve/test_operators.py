@@ -60,6 +60,34 @@ def test_a_per_individual_eta_is_each_rows_own(path: str) -> None:
     assert torch.equal(a, b) and not torch.equal(a, x)
 
 
+def test_a_per_individual_rate_is_each_rows_own(path: str) -> None:
+    """A rate per row mutates each row at its own rate (the CPU picks genes at the highest and
+    thins them row by row); 0 leaves a row alone, and a seed gives the same genes."""
+    x = torch.rand(5, 3, 100, 100, generator=torch.Generator().manual_seed(1))
+    rate = torch.tensor([0.0, 0.003, 0.03, 0.1, 0.5])
+    a = polynomial_mutation_(x.clone(), rate=rate, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(2))
+    b = polynomial_mutation_(x.clone(), rate=rate, eta=15, low=0.0, up=1.0, gen=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    changed = (a != x).flatten(1).sum(1).double()
+    n = x[0].numel()
+    for got, p in zip(changed.tolist(), rate.tolist()):
+        assert abs(got - p * n) <= 5 * math.sqrt(n * p * (1 - p)) + 1e-9, (got, p)
+    with pytest.raises(ValueError, match="one value per row"):
+        polynomial_mutation_(x.clone(), rate=rate[:3], eta=15, low=0.0, up=1.0, gen=torch.Generator())
+
+
+def test_a_zero_rate_changes_nothing(path: str) -> None:
+    # the compiled kernel once took ln(1 - 0) = 0 as a gap scale: infinite gaps, writes out of bounds
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(polynomial_mutation_(x.clone(), rate=0.0, eta=15, low=0.0, up=1.0, gen=torch.Generator()), x)
+    assert torch.equal(polynomial_mutation_(x.clone(), rate=torch.zeros(8), eta=15, low=0.0, up=1.0,
+                                            gen=torch.Generator()), x)
+    a, b = sbx_crossover_(x.clone(), y.clone(), eta=10, low=0.0, up=1.0, gen=torch.Generator(), pair_prob=1.0,
+                          gene_prob=0.0)
+    assert torch.equal(a, x) and torch.equal(b, y)
+
+
 def test_polynomial_mask_limits_which_genes_mutate_not_their_rate(path: str) -> None:
     g = torch.Generator().manual_seed(4)
     x = torch.rand(50, 21, 21, generator=g) * 2 - 1
@@ -196,6 +224,8 @@ gen = lambda s: torch.Generator().manual_seed(s)
 outputs = {
     "given": vf.polynomial_(x.clone(), rate=0.3, eta=15.0, low=0.0, up=1.0, gen=gen(0), uniforms=u_mut),
     "given_rows": vf.polynomial_(x.clone(), rate=1.0, eta=eta_rows, low=0.0, up=1.0, gen=gen(0), uniforms=u_mut),
+    "given_rates": vf.polynomial_(x.clone(), rate=eta_rows / 20, eta=15.0, low=0.0, up=1.0, gen=gen(0),
+                                  uniforms=u_mut),
     "sbx_given": vf.sbx_(x.clone(), y.clone(), eta=10.0, low=0.0, up=1.0, gen=gen(0), pair_prob=0.5, gene_prob=0.5,
                          uniforms=u_sbx),
     "drawn": [vf.polynomial_(x.clone(), rate=0.1, eta=15.0, low=0.0, up=1.0, gen=gen(s)) for s in (1, 1, 2)],
@@ -213,6 +243,9 @@ outputs["switched_off"] = vf.available(torch.device("cpu"))""", (x, y, eta_rows,
     assert torch.allclose(out["given"].reshape(-1), torch.where(u_mut[0] < 0.3, step, flat), atol=2e-6)
     step = polynomial_step(flat, u_mut[1], eta=eta_rows.repeat_interleave(n // 64), low=0.0, up=1.0)
     assert torch.allclose(out["given_rows"].reshape(-1), step, atol=2e-6)
+    step = polynomial_step(flat, u_mut[1], eta=15.0, low=0.0, up=1.0)
+    picked = u_mut[0] < (eta_rows / 20).repeat_interleave(n // 64)
+    assert torch.allclose(out["given_rates"].reshape(-1), torch.where(picked, step, flat), atol=2e-6)
     ca, cb = sbx_step(flat, y.reshape(-1), u_sbx[2], u_sbx[3] <= 0.5, eta=10.0, low=0.0, up=1.0)
     cross = (u_sbx[0] < 0.5) & (u_sbx[1] < 0.5)
     a, b = out["sbx_given"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from foolkit.errors import FoolkitError
 from foolkit.evolve import EvolveConfig, Interrupted, MapElites, Scorer, run_evolution, ten_crops
 from foolkit.images import load_image, model_view, quantize
 from foolkit.models import Classifier, new_model
@@ -217,7 +218,23 @@ def test_time_limit_stops_and_paper_preset(lenet) -> None:
     res = run_evolution(lenet, EvolveConfig.paper(generations=100000, population=20, time_limit=0.5), progress=False)
     assert res.stopped == "time-limit" and 0 < res.generations_done < 100000
     cfg = EvolveConfig.paper()
-    assert cfg.selection == "uniform" and cfg.smooth_prob == 0 and cfg.init_spread == 0
+    assert cfg.selection == "uniform" and cfg.smooth_prob == 0 and cfg.init_spread == 0 and cfg.step_deficit == 0
+
+
+def test_offspring_of_near_certain_elites_take_smaller_steps(lenet) -> None:
+    """step_scale is min(1, sqrt(deficit / step_deficit)), floored at step_min, for the cell each
+    parent came from; a config saved before steps were scaled resumes with fixed steps."""
+    evo = MapElites(lenet, EvolveConfig(population=8, step_deficit=0.01, step_min=0.1), list(range(4)))
+    evo.archive.fitness = -torch.tensor([0.5, 0.0036, 0.0009, 1e-5])  # log-confidences: deficits 0.5 ... 1e-5
+    scale = evo.step_scale(torch.tensor([3, 2, 1, 0, 2]))
+    assert torch.allclose(scale, torch.tensor([0.1, 0.3, 0.6, 1.0, 0.3]))  # 1e-5: 0.03 floored; 0.5: capped
+    cells = torch.tensor([0])
+    assert MapElites(lenet, EvolveConfig(step_deficit=0.0), [0]).step_scale(cells) is None
+    assert MapElites(lenet, EvolveConfig(encoding="cppn"), [0]).step_scale(cells) is None  # CPPN: fixed steps
+    old = {k: v for k, v in EvolveConfig().to_dict().items() if k != "step_deficit"}
+    assert EvolveConfig.from_dict(old).step_deficit == 0.0
+    with pytest.raises(FoolkitError, match="step"):
+        EvolveConfig(step_min=0.0).validate()
 
 
 def test_resume_keeps_its_overrides_and_accepts_tuples(lenet, tmp_path: Path) -> None:
@@ -229,10 +246,12 @@ def test_resume_keeps_its_overrides_and_accepts_tuples(lenet, tmp_path: Path) ->
     assert res.generations_done == 4
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     assert saved["generations"] == 4 and saved["time_limit"] == 600.0  # the next plain --resume starts from these
+    res = run_evolution(lenet, replace(cfg, generations=5, size=(28, 28), channels=1), out=tmp_path, resume=True,
+                        progress=False)  # the model's own size and channels, typed out: no change
+    assert res.generations_done == 5
 
 
 def test_resume_on_another_kind_of_device_is_one_clear_error(lenet, tmp_path: Path) -> None:
-    from foolkit.errors import FoolkitError
     from foolkit.runs import load_checkpoint, save_checkpoint
 
     cfg = EvolveConfig(generations=2, population=6)
