@@ -255,7 +255,7 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
         _clear(out / name)
     stages: list[Stage] = []
     t_all = time.time()
-    bar = tqdm(plan, desc="demo", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(plan, desc="demo", disable=None if progress else True, dynamic_ncols=True)  # None: no bar off a terminal
     for name, fn in bar:
         bar.set_postfix(stage=name)
         (out / name).mkdir(parents=True, exist_ok=True)

@@ -319,7 +319,7 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
         run.truncate_log("round", -1)
 
     stage = on_stage or (lambda s: None)
-    bar = tqdm(total=config.rounds + 1, initial=start, desc=f"retrain ({config.kind})", disable=not progress,
+    bar = tqdm(total=config.rounds + 1, initial=start, desc=f"retrain ({config.kind})", disable=None if progress else True,
                dynamic_ncols=True)
     try:
         for r in range(start, config.rounds + 1):

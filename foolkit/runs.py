@@ -46,10 +46,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        failed = _os_error_in(exc)  # (torch.save reports a full disk as a RuntimeError, the OSError its context)
+        if failed is not None and failed.errno is not None:  # named by the file the user asked for, not the temporary
+            raise OSError(failed.errno, failed.strerror, str(path)) from exc
         raise
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an OSError, else the first OSError among its causes and contexts."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

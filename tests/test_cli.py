@@ -112,6 +112,28 @@ def test_train_writes_a_model_the_registry_reads_back(cli, tmp_path):
     assert model.num_classes == 10 and model.meta["test_accuracy"] == epochs[-1]["test_accuracy"]
 
 
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(cli, one_line_error, tmp_path, monkeypatch):
+    # torch.save reports a failed write as a RuntimeError whose context is the OSError
+    import errno
+
+    import foolkit.runs
+
+    def full(obj, f):
+        f.write(b"partial")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 106496 vs 106392")
+
+    monkeypatch.setattr(foolkit.runs.torch, "save", full)
+    out = tmp_path / "m.pt"
+    r = cli("train", "--model", "lenet", "--dataset", "mnist", "--subset", "100", "--epochs", "1", "--out", out)
+    lines = r.stderr.splitlines()  # (the data's offline notice came first; off a terminal, no progress bar)
+    assert r.exit_code == 1 and "Traceback" not in r.stderr and lines[:-1] == [ln for ln in lines if "offline" in ln]
+    assert lines[-1] == f"foolkit: error: No space left on device: {out.with_suffix('.ckpt')}"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+
+
 def test_train_refuses_to_overwrite_and_bad_values(cli, one_line_error, tmp_path):
     out = tmp_path / "m.pt"
     out.write_bytes(b"precious")
@@ -187,3 +209,20 @@ def test_unlanded_or_bad_commands_fail_in_one_line(cli, one_line_error):
     one_line_error(cli("frobnicate"), "no such command")
     r = cli("--help")
     assert r.exit_code == 0 and "classify" in r.stdout
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_command_line_is_still_importing_is_one_line(sig, tmp_path):
+    # the console script's entry point catches it before torch and the commands are imported
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", "import sys; from foolkit.entry import main; sys.exit(main())",
+                          "evolve", "--model", "lenet-mnist", "--out", str(tmp_path / "run")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # importing torch takes longer than this
+    p.send_signal(getattr(signal, sig))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err, err

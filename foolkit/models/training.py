@@ -168,7 +168,7 @@ def fit(model: Classifier, x: torch.Tensor, y: torch.Tensor, config: TrainConfig
     if history and _should_stop(history[-1], config, stale):
         return history
     bar = tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=desc,
-               disable=not progress, leave=False, dynamic_ncols=True)
+               disable=None if progress else True, leave=False, dynamic_ncols=True)  # None: no bar off a terminal
     try:
         for epoch in range(start_epoch, config.epochs):
             t0 = time.time()
