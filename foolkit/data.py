@@ -282,9 +282,11 @@ def _user_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[tuple
     return out
 
 
-def _try_local(name: str, split: str, data_dir: str | os.PathLike[str] | None) -> Dataset | None:
-    candidates = _user_dirs(name, data_dir) + [(p, "system copy") for p in _SYSTEM_DIRS.get(name, [])]
-    candidates.append((cache_dir() / name, "cache"))
+def _try_local(name: str, split: str, data_dir: str | os.PathLike[str] | None,
+               candidates: list[tuple[Path, str]] | None = None) -> Dataset | None:
+    if candidates is None:
+        candidates = _user_dirs(name, data_dir) + [(p, "system copy") for p in _SYSTEM_DIRS.get(name, [])]
+        candidates.append((cache_dir() / name, "cache"))
     for root, label in candidates:
         if not root.is_dir():
             continue
@@ -375,6 +377,14 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         return ds.subset(subset, seed)
     if name not in DATASETS:
         raise FoolkitError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}, or give a folder of class sub-folders")
+    if data_dir is not None:  # asked for by name: it holds the data, or the command stops (no silent fallback)
+        if not Path(data_dir).is_dir():
+            raise FoolkitError(f"--data-dir {data_dir} is not a folder")
+        ds = _try_local(name, split, data_dir, [c for c in _user_dirs(name, data_dir) if c[1] == "--data-dir"])
+        if ds is None:
+            raise FoolkitError(f"--data-dir {data_dir} holds no {name} {split} data: put its files there or in a "
+                               f"{name} sub-folder, or leave --data-dir out")
+        return ds.subset(subset, seed)
     ds = _try_local(name, split, data_dir)
     if ds is None and download and _download(name):
         ds = _try_local(name, split, data_dir)

@@ -179,3 +179,13 @@ def test_resumed_data_are_compared_by_content_not_by_path(mnist_test):
     assert data_changed({"test": p}, {"test": same_size}) is not None
     old = {k: v for k, v in p.items() if k != "fingerprint"}  # saved before fingerprints: by size
     assert data_changed({"test": old}, {"test": p}) is None
+
+
+def test_a_data_dir_without_the_data_is_an_error_not_a_fallback(tmp_path, cli, one_line_error):
+    with pytest.raises(FoolkitError, match="is not a folder"):
+        load_dataset("mnist", "test", data_dir=tmp_path / "nonexistent")
+    with pytest.raises(FoolkitError, match="holds no mnist test data"):
+        load_dataset("mnist", "test", data_dir=tmp_path)  # empty: before, the bundled digits were used silently
+    one_line_error(cli("attack", "--dataset", "mnist", "--subset", "4", "--model", "lenet-mnist", "--method", "fgsm",
+                       "--eps", "0.1", "--data-dir", tmp_path / "nope", "--out", tmp_path / "o"), "--data-dir")
+    assert not (tmp_path / "o").exists()
