@@ -3,23 +3,26 @@ moment, even while the command line's modules (torch among them) are still being
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
-import threading
 from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+def _quit_while_importing(signum: int, frame: Any) -> None:
+    # Nothing is written before the imports end, so there is nothing to save: leave at once. (A
+    # KeyboardInterrupt raised into an import can be swallowed by a library's import-time fallback,
+    # leaving a half-initialised module behind that fails later with some other error.)
+    os.write(2, b"foolkit: interrupted\n")
+    os._exit(130)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, terminate)  # foolkit.cli.main installs its own once imported
-    try:
-        from foolkit.cli import main as run
-    except KeyboardInterrupt:
-        print("foolkit: interrupted", file=sys.stderr)
-        return 130
+
+def main(argv: list[str] | None = None) -> int:
+    previous = {sig: signal.signal(sig, _quit_while_importing) for sig in (signal.SIGINT, signal.SIGTERM)}
+    from foolkit.cli import main as run
+
+    for sig, handler in previous.items():  # Ctrl-C a KeyboardInterrupt again; foolkit.cli.main handles kill
+        signal.signal(sig, handler)
     return run(argv)
 
 

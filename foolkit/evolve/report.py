@@ -72,17 +72,25 @@ def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) 
     """Min / median / max elite confidence and classes at ≥ 99% / 99.99% over generations."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullFormatter
 
     gens = [r["generation"] for r in history]
     marker = "o" if len(gens) <= 30 else None  # a short run's points (one generation: no line at all)
     fig = Figure(figsize=(10, 3.8))
     ax1, ax2 = fig.subplots(1, 2)
+    # a logit axis: the climb from 99% to 99.99%, the part that matters, is as tall as 50% to 99%
+    lo, hi = 1e-4, 1 - 1e-7
     for key in ("max", "median", "min"):
-        ax1.plot(gens, [r[key] for r in history], marker=marker, markersize=3, label=key)
+        ax1.plot(gens, [min(max(r[key], lo), hi) for r in history], marker=marker, markersize=3, label=key)
+    ax1.axhline(0.9999, color="gray", linestyle="--", linewidth=0.8, label="99.99%")
+    ax1.set_yscale("logit")
+    ticks = [1e-4, 0.01, 0.5, 0.99, 0.9999, 0.999999]
+    ax1.yaxis.set_major_locator(FixedLocator(ticks))
+    ax1.yaxis.set_major_formatter(FixedFormatter(["0.01%", "1%", "50%", "99%", "99.99%", "99.9999%"]))
+    ax1.yaxis.set_minor_formatter(NullFormatter())
+    ax1.set_ylim(min([0.5] + [max(r["min"], lo) for r in history]) * 0.9, hi)
     ax1.set_xlabel("generation")
     ax1.set_ylabel("elite confidence")
-    ax1.set_ylim(-0.02, 1.02)
     ax1.legend(loc="lower right")
     ax1.grid(alpha=0.3)
     ax2.plot(gens, [r["at_99"] for r in history], marker=marker, markersize=3, label="≥ 99%")
@@ -94,6 +102,7 @@ def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) 
         if len(set(gens)) == 1:  # one point: a range around it with whole generations on the axis
             ax.set_xlim(gens[0] - 1, gens[0] + 1)
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_ylim(-0.3, max([1] + [r["at_99"] for r in history]) + 0.3)  # whole classes, even when none
     ax2.legend(loc="lower right")
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
