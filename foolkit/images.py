@@ -267,7 +267,9 @@ def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, 
         pil = pil.resize(size, resample)
         x0 = pad + c * (tile + pad)
         y0 = title_h + pad + r * (tile + cap_h + pad)
-        canvas.paste(pil, (x0 + (tile - size[0]) // 2, y0 + (tile - size[1]) // 2))
+        x, y = x0 + (tile - size[0]) // 2, y0 + (tile - size[1]) // 2
+        canvas.paste(pil, (x, y))
+        draw.rectangle((x - 1, y - 1, x + size[0], y + size[1]), outline=(190, 190, 190))  # a white image's edge
         if cap:
             draw.multiline_text((x0, y0 + tile + 4), _fit(draw, cap, font, tile + pad // 2), fill="black", font=font,
                                 spacing=4)

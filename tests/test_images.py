@@ -132,7 +132,7 @@ def test_captions_beyond_ascii_get_real_glyphs(a: str, b: str) -> None:
 
 def test_a_caption_too_wide_for_its_tile_is_cut_inside_it() -> None:
     g = np.asarray(grid([torch.zeros(1, 8, 8)] * 2, ["a" * 60 + "\nmiddle", "b"], columns=2, tile=64))
-    gap = g[64 + 6:, 6 + 64 + 3 + 1:6 + 64 + 6]  # the caption band, between the columns' tiles
+    gap = g[6 + 64 + 4:, 6 + 64 + 3 + 1:6 + 64 + 6]  # the caption band, between the columns
     assert (gap == 255).all()
 
 
@@ -145,3 +145,8 @@ def test_quantize_lands_on_the_values_a_png_is_read_back_as():
     noisy = (levels + torch.rand(256, generator=torch.Generator().manual_seed(0)) * 0.003 - 0.0015).clamp(0, 1)
     assert torch.equal(quantize(noisy), levels[(noisy * 255).round().long()])
     assert torch.equal(quantize(levels.clone()), levels)
+
+
+def test_each_tile_has_a_border_so_a_white_image_shows_where_it_ends() -> None:
+    g = np.asarray(grid([torch.ones(1, 8, 8)], tile=32))  # at (6, 6), 32 x 32 px
+    assert (g[5, 5:39] == 190).all() and (g[38, 5:39] == 190).all() and (g[6:38, 6:38] == 255).all()
