@@ -8,6 +8,7 @@ Evaluation mode (``--dataset``) reports success rate, robust accuracy, median no
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -123,7 +124,7 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
     tgt = model.class_index(target) if target is not None else None
     if dataset:
         _evaluate(model, model_name, atk, method, norm, eps, tgt, confidence, dataset, subset, batch_size, out,
-                  as_json, data_dir, seed)
+                  as_json, data_dir, seed, steps)
     else:
         _attack_images(model, model_name, atk, method, norm, tgt, confidence, images, out, as_json)
 
@@ -260,7 +261,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps: float | None, tgt: int | None,
               confidence: float, dataset: str, subset: int | None, batch_size: int, out: Path, as_json: bool, data_dir: str | None,
-              seed: int) -> None:
+              seed: int, steps: int | None = None) -> None:
     from tqdm import tqdm
 
     from foolkit.data import check_classes, load_dataset, say_capped
@@ -319,7 +320,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / _eval_name(dataset, method, norm, eps, tgt, confidence, subset)
+    path = out / _eval_name(dataset, method, norm, eps, tgt, confidence, subset, steps, seed)
     atomic_write_json(path, summary)
     if as_json:
         emit_json(summary)
@@ -339,16 +340,25 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
 
 
 def _eval_name(dataset: str, method: str, norm: str, eps: float | None, tgt: int | None, confidence: float,
-               subset: int | None) -> str:
-    """The summary's file name: every setting that changes the figures is in it, so runs that
-    differ do not overwrite each other."""
-    parts = [f"eval-{Path(dataset).name}-{method}-{norm}"]
+               subset: int | None, steps: int | None = None, seed: int = 0) -> str:
+    """The summary's file name: every setting that changes the figures is in it (``steps`` when
+    given, ``seed`` when not 0), so runs that differ do not overwrite each other. An image folder
+    is named by its last part and a hash of its whole path: two folders of one name stay apart."""
+    name = dataset
+    if dataset.startswith("folder:") or Path(dataset).is_dir():
+        folder = Path(dataset.removeprefix("folder:")).resolve()
+        name = f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:6]}"
+    parts = [f"eval-{name}-{method}-{norm}"]
     if eps is not None:
         parts.append(f"eps{eps:g}")
+    if steps is not None:
+        parts.append(f"steps{steps}")
     if tgt is not None:
         parts.append(f"target{tgt}")
     if confidence:
         parts.append(f"conf{confidence:g}")
     if subset is not None:
         parts.append(f"n{subset}")
+    if seed:
+        parts.append(f"seed{seed}")
     return "-".join(parts) + ".json"

@@ -86,7 +86,7 @@ def test_evaluation_mode(cli, tmp_path):
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["n"] == 40 and s["clean_accuracy"] > 0.9 and s["success_rate"] > 0.8
     assert s["robust_accuracy"] < 0.2 and s["median_linf"] <= 0.2 + 1e-6
-    assert (tmp_path / "eval-mnist-pgd-linf-eps0.2-n40.json").is_file()  # its settings in the name: no overwrites
+    assert (tmp_path / "eval-mnist-pgd-linf-eps0.2-steps10-n40.json").is_file()  # its settings in the name: no overwrites
     r = cli("attack", "--dataset", "mnist", "--subset", "20", "--model", "lenet-mnist", "--method", "fmn", "--norm",
             "linf", "--eps", "0.1", "--steps", "30", "--out", tmp_path)
     assert r.exit_code == 0, r.stderr
@@ -152,7 +152,7 @@ def test_targeted_evaluation_counts_the_targets_own_images_as_robust(cli, tmp_pa
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["success_rate"] == 0 and s["attacked"] < 50 * s["clean_accuracy"]
     assert s["robust_accuracy"] == s["clean_accuracy"]
-    assert (tmp_path / "eval-mnist-pgd-linf-eps0.0001-target3-n50.json").is_file()
+    assert (tmp_path / "eval-mnist-pgd-linf-eps0.0001-steps2-target3-n50.json").is_file()
 
 
 def test_evaluation_refuses_a_dataset_of_other_classes(cli, one_line_error, tmp_path):
@@ -237,3 +237,15 @@ def test_the_full_resolution_classifier_lives_on_the_models_device(lenet):
     model = copy.deepcopy(lenet).to("meta")
     clf = full_resolution_classifier(model, 1, 56, 56)
     assert clf(torch.zeros(2, 1, 56, 56, device="meta")).shape == (2, 10)
+
+
+def test_evaluation_summaries_of_other_settings_or_folders_do_not_overwrite_each_other(tmp_path):
+    from foolkit.commands.attack import _eval_name
+
+    names = {_eval_name("mnist", "pgd", "linf", 0.1, None, 0.0, 30),
+             _eval_name("mnist", "pgd", "linf", 0.1, None, 0.0, 30, steps=40),
+             _eval_name("mnist", "pgd", "linf", 0.1, None, 0.0, 30, seed=1)}
+    for d in ("a/fds", "b/fds"):
+        (tmp_path / d).mkdir(parents=True)
+        names.add(_eval_name(f"folder:{tmp_path / d}", "pgd", "linf", 0.1, None, 0.0, 30))
+    assert len(names) == 5 and not any(":" in n for n in names)
