@@ -49,7 +49,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        failed = _os_error_in(exc)  # (torch.save reports a full disk as a RuntimeError, the OSError its context)
+        # a failed write (torch.save reports a full disk as a RuntimeError, the OSError its context);
+        # not Ctrl-C or a user error that merely happened while an OSError was being handled
+        failed = _os_error_in(exc) if isinstance(exc, (OSError, RuntimeError)) else None
         if failed is not None and failed.errno is not None:  # named by the file the user asked for, not the temporary
             raise OSError(failed.errno, failed.strerror, str(path)) from exc
         raise
