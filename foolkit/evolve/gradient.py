@@ -1,5 +1,10 @@
 """Gradient-ascent fooling images (the paper's sec. 3.5 comparison): start from noise and
-maximise one class's log-probability per image, all evolved classes in one batch.
+maximise one class's probability per image, all evolved classes in one batch.
+
+The objective is the class's log-odds ``log(p / (1 − p))``, not ``log p``: the gradient of
+``log p`` shrinks with ``1 − p``, and Adam, whose step is scaled by the gradients it remembers,
+then crawls (on MNIST LeNet, 5–7 of 10 digits at 99.99% after 100 steps; with the log-odds all
+10 within 21 steps, 14 for the median seed: ``bench/evolve_gradient.py``). In ``log(1 − p)``, ``p`` is capped at ``1 − 1e-12``: finite where float32 reads 1.
 
 Pixels are parametrised as ``x = sigmoid(u)`` so they stay in [0, 1]; the forward pass sees
 the 8-bit-quantised image through a straight-through estimator, so the confidence being
@@ -22,7 +27,7 @@ from foolkit.models.classifier import Classifier
 
 
 class GradientAscent:
-    """One image per evolved class, pushed up its class's log-softmax by Adam."""
+    """One image per evolved class, pushed up its class's log-odds by Adam."""
 
     def __init__(self, model: Classifier, config: EvolveConfig, classes: list[int]):
         self.model, self.config, self.classes = model, config, classes
@@ -42,6 +47,12 @@ class GradientAscent:
         """``(K, C, H, W)`` current images in [0, 1] (not quantised)."""
         return torch.sigmoid(self.u)
 
+    @staticmethod
+    def objective(logp: torch.Tensor) -> torch.Tensor:
+        """What each image maximises, from its class's log-probability: the log-odds
+        ``log(p / (1 − p))``, with ``p`` capped at ``1 − 1e-12`` in ``log(1 − p)``."""
+        return logp - torch.log(-torch.expm1(logp.clamp(max=-1e-12)))
+
     def step(self) -> ArchiveUpdate:
         K, bs = len(self.classes), self.config.genomes_per_forward
         self.model.eval()
@@ -54,7 +65,7 @@ class GradientAscent:
             logp = self.scorer(xq)  # (b, K)
             rows = torch.arange(logp.shape[0], device=logp.device)
             mine = logp[rows, rows + i]
-            (grad[i:i + bs],) = torch.autograd.grad(-mine.sum(), u)  # the images' gradient; the model's .grad untouched
+            (grad[i:i + bs],) = torch.autograd.grad(-self.objective(mine).sum(), u)  # the model's .grad untouched
             own[i:i + bs] = mine.detach()
         self.u.grad = grad
         scores = torch.full((K, K), float("-inf"), device=own.device)
