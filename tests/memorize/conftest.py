@@ -7,7 +7,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module: set up before the module-scoped fixtures that train
 def _one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
