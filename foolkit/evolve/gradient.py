@@ -4,7 +4,8 @@ maximise one class's probability per image, all evolved classes in one batch.
 The objective is the class's log-odds ``log(p / (1 − p))``, not ``log p``: the gradient of
 ``log p`` shrinks with ``1 − p``, and Adam, whose step is scaled by the gradients it remembers,
 then crawls (on MNIST LeNet, 5–7 of 10 digits at 99.99% after 100 steps; with the log-odds all
-10 within 21 steps, 14 for the median seed: ``bench/evolve_gradient.py``). In ``log(1 − p)``, ``p`` is capped at ``1 − 1e-12``: finite where float32 reads 1.
+10 within 21 steps, 14 for the median seed: ``bench/evolve_gradient.py``). In ``log(1 − p)``,
+``p`` is capped at ``1 − 1e-12``: finite where float32 reads 1.
 
 Pixels are parametrised as ``x = sigmoid(u)`` so they stay in [0, 1]; the forward pass sees
 the 8-bit-quantised image through a straight-through estimator, so the confidence being
