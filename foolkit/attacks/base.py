@@ -361,8 +361,15 @@ class Attack(ABC):
             gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(int(self.seed))
             p = Problem(counted, x.detach(), tgt if tgt is not None else y, tgt is not None, bounds, gen, kappa)
             if n:
-                adv = self.run(p).detach()
-                adv = self._finish(p, adv)
+                # a sample that is already adversarial (misclassified, or already the target with
+                # the required confidence) is its own answer at distance 0: only the rest is attacked
+                todo = self._unsolved(p, logits0).nonzero().flatten()
+                adv = x.clone()
+                if len(todo) == n:
+                    adv = self._finish(p, self.run(p).detach())
+                elif len(todo):
+                    sub = p.sub(todo)
+                    adv[todo] = self._finish(sub, self.run(sub).detach())
                 with torch.no_grad():
                     logits1 = counted(adv)
                 conf1, pred1 = torch.softmax(logits1.float(), dim=1).max(dim=1)
@@ -378,6 +385,10 @@ class Attack(ABC):
                             forwards=counted.forwards, backwards=counted.backwards,
                             seconds=time.perf_counter() - t0,
                             params={**self.params(), **({"confidence_required": confidence} if confidence else {})})
+
+    def _unsolved(self, p: Problem, logits: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool: the clean samples (with these logits) that still need attacking."""
+        return ~p.is_adversarial(logits)
 
     # checks -------------------------------------------------------------------------------
     @staticmethod

@@ -40,6 +40,9 @@ class CarliniWagner(Attack):
         self.quantize = quantize
         self.seed = seed
 
+    def _unsolved(self, p: Problem, logits: torch.Tensor) -> torch.Tensor:
+        return ~(p.is_adversarial(logits) & (p.margin(logits) <= -self.confidence))  # κ counts too
+
     def run(self, p: Problem) -> torch.Tensor:
         x = p.x
         n = len(x)

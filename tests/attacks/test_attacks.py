@@ -281,3 +281,30 @@ def test_a_misclassified_input_is_its_own_answer(key, lenet, mnist_test):
     wrong = (lenet.predict(x)[0] != y).nonzero().flatten()[:2]  # the bundled LeNet gets a few test digits wrong
     res = build(key, quantize=False)(lenet, x[wrong], y[wrong])
     assert res.success.all() and (res.l2 == 0).all()
+
+
+@pytest.mark.parametrize("key", ["pgd", "auto", "cw"])
+def test_only_the_samples_not_yet_adversarial_are_attacked(key, lenet, mnist_test):
+    """Oracle: the attack on a batch holding already-misclassified digits gives, for the others,
+    exactly what it gives on them alone, and spends no gradient on the misclassified ones."""
+    x, y = mnist_test.images(), mnist_test.y
+    pred = lenet.predict(x)[0]
+    wrong = (pred != y).nonzero().flatten()[:2]
+    right = (pred == y).nonzero().flatten()[:4]
+    idx = torch.cat([right[:2], wrong, right[2:]])
+    atk = build(key)
+    mixed, alone = atk(lenet, x[idx], y[idx]), atk(lenet, x[right], y[right])
+    solved = torch.tensor([False, False, True, True, False, False])
+    assert torch.equal(mixed.adv[solved], x[wrong]) and mixed.success[solved].all() and (mixed.l2[solved] == 0).all()
+    assert torch.equal(mixed.adv[~solved], alone.adv) and torch.equal(mixed.success[~solved], alone.success)
+    assert mixed.backwards == alone.backwards
+
+
+def test_a_target_already_reached_costs_no_gradient(lenet, digits):
+    x, _ = digits
+    pred = lenet.predict(x[:3])[0]
+    res = build("pgd")(lenet, x[:3], target=pred)
+    assert res.success.all() and (res.l2 == 0).all() and res.backwards == 0
+    # the target with too little confidence is still attacked: the probability must reach 0.999999
+    res = build("ddn")(lenet, x[:3], target=pred, confidence=0.999999)
+    assert res.backwards > 0 and (res.confidences_after >= 0.999999).all()
