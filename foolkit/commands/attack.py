@@ -109,6 +109,9 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
         raise FoolkitError(f"--method {method} needs a budget: pass --eps (e.g. 0.1 for linf, 2 for l2)")
     if norm is None:
         norm = "linf" if ATTACKS[method].budget else "l2"
+    if eps is not None and not dataset and not ATTACKS[method].budget and not (method == "auto" and norm != "l1"):
+        raise FoolkitError(f"--eps with --method {method}{' --norm l1' if method == 'auto' else ''} is the radius "
+                           "--dataset reports robust accuracy at; on IMAGES it changes nothing: drop it")
     if subset is not None and not dataset:
         raise FoolkitError("--subset only applies with --dataset")
     if confidence is None:
@@ -186,7 +189,7 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     lab0, conf0 = int(res.labels_before[0]), float(res.confidences_before[0])
     lab1, conf1, success = int(res.labels_after[0]), float(res.confidences_after[0]), bool(res.success[0])
     notes = []
-    if tgt is not None and lab0 == tgt:
+    if tgt is not None and lab0 == tgt and conf0 >= confidence:
         notes.append(f"already classified as the target {model.classes[tgt]}: nothing to do")
     saved = quantize(adv.clone())  # what the PNG keeps
     if not torch.equal(saved, adv):  # off the 8-bit grid: a 16-bit input whose ε-ball holds no grid point
@@ -249,14 +252,16 @@ def _unique_stems(paths: tuple[str, ...]) -> list[str]:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'image':<28} {'original':<22} {'adversarial':<22} {'ok':<3} {'L2':>8} {'Linf':>8} {'sec':>6}"
+    norms = (["l1"] if any(r["norm"] == "l1" for r in rows) else []) + ["l2", "linf"]
+    head = (f"{'image':<28} {'original':<22} {'adversarial':<22} {'ok':<3} "
+            + "".join(f"{k.capitalize():>9}" for k in norms) + f" {'sec':>6}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in rows:
         o, a = r["original"], r["adversarial"]
         click.echo(f"{Path(r['image']).name[:28]:<28} {(o['name'][:14] + ' ' + _fmt_conf(o['confidence'])):<22} "
                    f"{(a['name'][:14] + ' ' + _fmt_conf(a['confidence'])):<22} {'yes' if r['success'] else 'NO':<3} "
-                   f"{r['l2']:8.4f} {r['linf']:8.4f} {r['seconds']:6.2f}")
+                   + "".join(f" {r[k]:8.4f}" for k in norms) + f" {r['seconds']:6.2f}")
 
 
 def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps: float | None, tgt: int | None,
@@ -265,6 +270,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     from tqdm import tqdm
 
     from foolkit.data import check_classes, load_dataset, say_capped
+    from foolkit.errors import Interrupted
     from foolkit.images import exact_div
     from foolkit.runs import atomic_write_json
 
@@ -280,21 +286,29 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     success = torch.zeros(n, dtype=torch.bool)
     norms = {k: torch.zeros(n) for k in ("l1", "l2", "linf")}
     fwd = bwd = 0
+    done = 0  # images attacked so far: a Ctrl-C keeps the summary of these
     t0 = time.perf_counter()
-    with tqdm(total=n, desc=f"attack {method}", unit="img", disable=None, leave=False) as bar:
-        for i in range(0, n, batch_size):
-            xb = exact_div(ds.x[i:i + batch_size].to(model.device).float(), 255.0)
-            yb = ds.y[i:i + batch_size].to(model.device)
-            res = atk(model, xb, yb, target=tgt, confidence=confidence)
-            sl = slice(i, i + len(xb))
-            correct[sl] = (res.labels_before == yb).cpu()
-            success[sl] = res.success.cpu()
-            for k in norms:
-                norms[k][sl] = getattr(res, k).float().cpu()
-            fwd, bwd = fwd + res.forwards, bwd + res.backwards
-            bar.update(len(xb))
+    try:
+        with tqdm(total=n, desc=f"attack {method}", unit="img", disable=None, leave=False) as bar:
+            for i in range(0, n, batch_size):
+                xb = exact_div(ds.x[i:i + batch_size].to(model.device).float(), 255.0)
+                yb = ds.y[i:i + batch_size].to(model.device)
+                res = atk(model, xb, yb, target=tgt, confidence=confidence)
+                sl = slice(i, i + len(xb))
+                correct[sl] = (res.labels_before == yb).cpu()
+                success[sl] = res.success.cpu()
+                for k in norms:
+                    norms[k][sl] = getattr(res, k).float().cpu()
+                fwd, bwd = fwd + res.forwards, bwd + res.backwards
+                done = i + len(xb)
+                bar.update(len(xb))
+    except KeyboardInterrupt:
+        if not done:
+            raise Interrupted("interrupted before the first batch was done; nothing was written") from None
     seconds = time.perf_counter() - t0
-    attacked = correct if tgt is None else correct & (ds.y != tgt)
+    if done < n:  # interrupted: the summary of the images done, under a name of its own
+        correct, success, norms = correct[:done], success[:done], {k: v[:done] for k, v in norms.items()}
+    attacked = correct if tgt is None else correct & (ds.y[:done] != tgt)
     won = success & attacked
     # robust: classified correctly and not fooled (a targeted run does not attack the target's own images)
     if ATTACKS[method].budget:
@@ -309,18 +323,20 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         return float(v.median()) if len(v) else None
 
     summary = {
-        "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": n, "method": method, "norm": norm,
+        "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": done, "method": method, "norm": norm,
         "eps": eps, "target": tgt, "confidence_required": confidence, "steps": getattr(atk, "steps", 1),
         "params": atk.params(),
-        "clean_accuracy": int(correct.sum()) / max(1, n), "attacked": int(attacked.sum()),
+        "clean_accuracy": int(correct.sum()) / max(1, done), "attacked": int(attacked.sum()),
         "success_rate": int(won.sum()) / max(1, int(attacked.sum())),
-        "robust_accuracy": None if robust is None else int(robust.sum()) / max(1, n),
+        "robust_accuracy": None if robust is None else int(robust.sum()) / max(1, done),
         "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"),
-        "seconds": round(seconds, 2), "images_per_second": round(n / max(seconds, 1e-9), 2),
+        "seconds": round(seconds, 2), "images_per_second": round(done / max(seconds, 1e-9), 2),
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
+        **({"interrupted": True, "of": n} if done < n else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    path = out / _eval_name(dataset, method, norm, eps, tgt, confidence, subset, steps, seed)
+    name = _eval_name(dataset, method, norm, eps, tgt, confidence, subset, steps, seed)
+    path = out / (name if done == n else name.replace(".json", ".partial.json"))  # never in place of a whole one
     atomic_write_json(path, summary)
     if as_json:
         emit_json(summary)
@@ -328,14 +344,18 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         def fmt(v: float | None, pct: bool = False) -> str:
             return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.4f}")
 
-        click.echo(f"{model_name} on {dataset} ({n} test images) · {method} ({norm})"
+        click.echo(f"{model_name} on {dataset} ({done} test images{f' of {n}: interrupted' if done < n else ''}) "
+                   f"· {method} ({norm})"
                    + (f" · eps {eps:g}" if eps is not None else "") + (f" · target {model.classes[tgt]}" if tgt is not None else ""))
         for label, v in (("clean accuracy", fmt(summary["clean_accuracy"], True)),
                          ("attack success", fmt(summary["success_rate"], True) + f" of {summary['attacked']}"),
                          ("robust accuracy", fmt(summary["robust_accuracy"], True)),
+                         *((("median L1", fmt(summary["median_l1"])),) if norm == "l1" else ()),
                          ("median L2", fmt(summary["median_l2"])), ("median Linf", fmt(summary["median_linf"])),
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
+    if done < n:
+        raise Interrupted(f"interrupted after {done} of {n} images; their summary is in {path}")
     info(f"wrote {path}")
 
 

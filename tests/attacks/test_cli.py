@@ -102,6 +102,8 @@ def test_evaluation_mode(cli, tmp_path):
     (["--method", "deepfool", "--norm", "l1"], "norm"),
     (["--steps", "0"], "steps"),
     (["--method", "pgd", "--norm", "l1", "--eps", "1"], "attack pgd: norm"),
+    (["--method", "ddn", "--eps", "2"], "robust accuracy"),  # accepted, then ignored, before
+    (["--norm", "l1", "--eps", "2"], "changes nothing"),
 ])
 def test_bad_options_fail_with_one_line(cli, one_line_error, digit_png, tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -249,3 +251,31 @@ def test_evaluation_summaries_of_other_settings_or_folders_do_not_overwrite_each
         (tmp_path / d).mkdir(parents=True)
         names.add(_eval_name(f"folder:{tmp_path / d}", "pgd", "linf", 0.1, None, 0.0, 30))
     assert len(names) == 5 and not any(":" in n for n in names)
+
+
+def test_ctrl_c_in_an_evaluation_keeps_the_batches_done(cli, one_line_error, lenet, tmp_path, interrupt_on_call):
+    from foolkit.attacks.base import Attack
+    from foolkit.data import load_dataset
+
+    interrupt_on_call(Attack, "__call__")  # Ctrl-C during the second batch
+    out = tmp_path / "o"
+    r = cli("attack", "--dataset", "mnist", "--subset", "100", "--batch-size", "40", "--model", "lenet-mnist",
+            "--method", "fgsm", "--eps", "0.2", "--out", out, "--json")
+    one_line_error(r, "interrupted after 40 of 100 images", ".partial.json")
+    assert r.exit_code == 130
+    (partial,) = out.glob("*.json")  # no whole-run summary beside it
+    assert partial.name.endswith(".partial.json")
+    summary = json.loads(partial.read_text())
+    assert json.loads(r.stdout) == summary
+    assert summary["interrupted"] and summary["n"] == 40 and summary["of"] == 100
+    ds = load_dataset("mnist", "test", subset=100, seed=0)  # oracle: the model on the same 40 digits
+    x = ds.x[:40].float() / 255
+    assert summary["clean_accuracy"] == float((lenet.predict(x)[0] == ds.y[:40]).float().mean())
+
+
+def test_the_l1_table_shows_the_l1_distance(cli, digit_png, tmp_path):
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--norm", "l1", "--steps", "20", "--out", tmp_path)
+    assert r.exit_code == 0, r.stderr
+    head, _, row = r.stdout.splitlines()[:3]
+    rec = json.loads((tmp_path / "seven.json").read_text())
+    assert head.split()[-4:] == ["L1", "L2", "Linf", "sec"] and f"{rec['l1']:.4f}" in row.split()
