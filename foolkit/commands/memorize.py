@@ -217,7 +217,7 @@ def regularizers(dataset: str, subset: int, test_subset: int | None, model: str,
 
 @memorize.command()
 @click.option("--n", "n", type=int, default=1000, show_default=True, help="Number of points (training images with --dataset).")
-@click.option("--d", "d", type=int, default=784, show_default=True, help="Dimension of random points (ignored with --dataset).")
+@click.option("--d", "d", type=int, default=784, show_default=True, help="Dimension of random points (not with --dataset).")
 @click.option("--targets", type=click.Choice(["random", "gaussian", "labels"]), default="random", show_default=True,
               help="random: uniform with unit variance; gaussian: N(0,1); labels: classes 0..9.")
 @click.option("--dataset", "-d", "dataset", default=None, help="Memorise real images of this dataset (random labels).")
@@ -235,6 +235,13 @@ def expressivity(n: int, d: int, targets: str, dataset: str | None, true_labels:
     _positive(d, "--d")
     if not 0 < theta < 1:
         raise FoolkitError(f"--theta must be in (0, 1), got {theta}")
+    if true_labels and dataset is None:
+        raise FoolkitError("--true-labels needs --dataset (random points have no true labels; --targets picks theirs)")
+    moot = [f"--{k}" for k in ("d", "targets") if k in typed_options()]
+    if dataset is not None and moot:
+        raise FoolkitError(f"{' and '.join(moot)} describe{'s' if len(moot) == 1 else ''} random points; "
+                           "with --dataset the images and their labels are used: drop "
+                           f"{'it' if len(moot) == 1 else 'them'}")
     if dataset is not None:
         res = memorize_dataset(dataset, n=n, random_labels=not true_labels, theta=theta, seed=seed, data_dir=data_dir)
         if res["n_images"] < n:  # the split is smaller than asked for: say so rather than report n silently changed
@@ -281,6 +288,9 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     res = run_minnorm(dataset=dataset, subset=subset, test_subset=test_subset, kernel=kernel, degree=degree, sigma=sigma,
                       seed=seed, sgd=sgd, sgd_subset=sgd_subset, sgd_epochs=sgd_epochs, data_dir=data_dir,
                       quiet=as_json)
+    if not res["interpolates"]:
+        info(f"foolkit: the {kernel} kernel matrix of these {res['n']:,} images has rank {res.get('rank', '< n')}: "
+             f"no interpolant exists, so this is the least-squares fit (train error {100 * res['train_error']:.1f}%)")
     if as_json:
         emit_json(res)
     else:

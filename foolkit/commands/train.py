@@ -260,6 +260,10 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
                                 **({"resumed_with": resumed_with} if resumed_with else {})})
     config.validate()
     adv_method = given["adv_method"]
+    orphans = [f"--{k.replace('_', '-')}" for k in ("adv_eps", "adv_steps", "adv_norm") if k in typed_options()]
+    if adv_method is None and orphans:
+        raise FoolkitError(f"{' and '.join(orphans)} set{'s' if len(orphans) == 1 else ''} adversarial training, "
+                           f"which needs --adv-method ({', '.join(ADV_METHODS)})")
     adv = None
     perturb = None
     if adv_method is not None:

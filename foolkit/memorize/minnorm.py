@@ -209,6 +209,11 @@ def run_minnorm(*, dataset: str = "mnist", subset: int | None = 2000, test_subse
                            "degree": degree if kernel == "polynomial" else None,
                            "sigma": model.spec.sigma if kernel == "gaussian" else None,
                            "data": {"train": train.provenance(), "test": test.provenance()}}
+    # a rank-deficient K (e.g. the linear kernel with n > d) has no interpolant: K⁺Y is then the
+    # least-squares fit, and the row says so
+    out["interpolates"] = residual < 1e-6
+    if model.solver == "pinv":
+        out["rank"] = int(torch.linalg.matrix_rank(k, hermitian=True))
     if sgd:
         few = train.subset(min(sgd_subset, len(train.y)), seed=seed)  # every class: the data may be sorted by label
         out["sgd"] = sgd_check(few.images(), few.y, num_classes=k_classes,

@@ -30,6 +30,17 @@ def test_minnorm_json_fields(cli):
     assert {"n", "kernel", "train_error", "test_error", "norm", "seconds"} <= out.keys()
     assert out["n"] == 300 and out["train_error"] == 0.0 and out["test_error"] < 0.25 and out["norm"] > 0
     assert out["data"]["train"]["n"] == 300 and out["data"]["test"]["n"] == out["n_test"]
+    assert out["interpolates"] and out["max_residual"] < 1e-6
+
+
+def test_minnorm_says_when_no_interpolant_exists(cli):
+    """The linear kernel of n > d points has rank <= d: K⁺Y is a least-squares fit, and the run says so."""
+    r = cli("memorize", "minnorm", "--dataset", "mnist", "--subset", "900", "--test-subset", "100",
+            "--kernel", "linear", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert not out["interpolates"] and out["train_error"] > 0 and out["rank"] < 784
+    assert f"rank {out['rank']}" in r.stderr and "least-squares" in r.stderr
 
 
 def test_a_subset_bigger_than_the_data_is_reported_not_silent(cli, mnist_test):
@@ -74,6 +85,9 @@ def test_randomize_json_and_files(cli, tmp_path):
     (("expressivity", "--n", "0"), "--n must be positive"),
     (("expressivity", "--theta", "1.5"), "--theta"),
     (("expressivity", "--n", "1000000", "--d", "784"), "memory"),
+    (("expressivity", "--true-labels"), "--true-labels needs --dataset"),  # ignored, before
+    (("expressivity", "--dataset", "mnist", "--d", "30"), "--d describes random points"),
+    (("expressivity", "--dataset", "mnist", "--targets", "labels", "--d", "3"), "--d and --targets describe"),
     (("minnorm", "--kernel", "rbf"), "rbf"),
     (("minnorm", "--sigma", "-1"), "--sigma"),
     (("randomize", "--test-subset", "0"), "--test-subset must be positive"),

@@ -325,6 +325,8 @@ def test_resume_finds_the_same_data_by_another_path_and_refuses_other_data(cli, 
     (("--adv-method", "pgd", "--adv-steps", "0"), "--adv-steps"),
     (("--adv-method", "pgd", "--adv-eps", "nan"), "--adv-eps"),
     (("--subset", "0"), "--subset"),
+    (("--adv-eps", "0.1"), "--adv-eps sets adversarial training, which needs --adv-method"),  # ignored, before
+    (("--adv-steps", "3", "--adv-norm", "l2"), "--adv-steps and --adv-norm set adversarial"),
 ])
 def test_bad_values_fail_in_one_line_before_any_data_or_file(cli, one_line_error, tmp_path, monkeypatch, args,
                                                               fragment):
@@ -400,6 +402,7 @@ def test_out_with_a_dot_in_its_name_keeps_the_name(cli, tmp_path, monkeypatch):
                                                                     "mlp-lr0.05.pt"]
     model = load_model("sfx/mlp-lr0.05.pt", device="cpu")
     assert model.name == "mlp-lr0.05" and len(model.classes) == 10
+    assert load_model("sfx/mlp-lr0.05", device="cpu").name == "mlp-lr0.05"  # the name as --out took it
     assert json.loads((tmp_path / "sfx" / "mlp-lr0.05.json").read_text())["config"]["lr"] == 0.05
 
 
