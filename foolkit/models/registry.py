@@ -111,8 +111,23 @@ def _apply_state_dict(net: nn.Module, sd: dict[str, torch.Tensor], source: str) 
     try:
         net.load_state_dict(sd)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FoolkitError(f"weights in {source} do not fit this architecture: {first}") from exc
+        raise FoolkitError(f"weights in {source} do not fit this architecture: {_misfit(net.state_dict(), sd)}") from exc
+
+
+def _misfit(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """One line on how state dict ``given`` differs from a network's ``own``: missing and
+    unexpected keys and shape mismatches, the first ``shown`` of each (torch's own message
+    spreads them over many lines)."""
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f" (+{len(items) - shown} more)" if len(items) > shown else "")
+
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [f"{k} is {list(given[k].shape)} in the file, {list(own[k].shape)} here"
+              for k in own if k in given and given[k].shape != own[k].shape]
+    parts = [f"{what} {some(items)}" for what, items in (("missing", missing), ("unexpected", unexpected),
+                                                          ("shape:", shapes)) if items]
+    return "; ".join(parts) or "torch refused the state dict"
 
 
 def _load_torchvision(name: str, weights: str | None) -> Classifier:
@@ -250,6 +265,8 @@ def load_model(name_or_path: str | os.PathLike[str], *, device: str | torch.devi
         path = Path(name)
         if path.suffix == ".json":
             path = next((p for p in (path.with_suffix(s) for s in (".pt", ".pt2", ".ts", ".pth")) if p.is_file()), path)
+        elif not path.exists() and path.with_name(path.name + ".pt").is_file():  # what `train --out NAME` wrote
+            path = path.with_name(path.name + ".pt")
         if not path.exists():
             known = ", ".join(list(TORCHVISION) + bundled_models())
             raise FoolkitError(f"unknown model {name!r}: not a registry name ({known}) nor a file")

@@ -80,3 +80,16 @@ def test_bundled_models_reach_their_model_card_accuracy(name, dataset, floor):
     if card["test_size"] == len(test):
         assert acc == pytest.approx(card["test_accuracy"], abs=1e-4)
     assert (WEIGHTS_DIR / f"{name}.pt").stat().st_size < 4_000_000
+
+
+def test_weights_of_another_architecture_say_what_does_not_fit_in_one_line(tmp_path):
+    from foolkit.models import new_model
+
+    mlp = new_model("mlp1x512", classes=[str(i) for i in range(10)], input_size=(1, 28, 28), mean=[0.0], std=[1.0])
+    sd = {k: v for k, v in mlp.net.state_dict().items()}
+    torch.save(sd, tmp_path / "mlp.pt")
+    with pytest.raises(FoolkitError) as err:
+        load_model("lenet-mnist", weights=tmp_path / "mlp.pt", device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and "missing" in msg and "unexpected" in msg and "more)" in msg
+    assert all(k in msg for k in list(sd)[:1])  # the keys themselves, not torch's "Error(s) in loading" header
