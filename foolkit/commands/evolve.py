@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import click
 from foolkit.commands.common import SEED, device_option, emit_json, info, model_options
 from foolkit.errors import FoolkitError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*((?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 
 
 #: what --until and --time-limit take to mean "no such limit" (to lift a saved one on --resume)
@@ -24,10 +25,11 @@ def parse_duration(text: str) -> float | None:
     if text.strip().lower() in NO_LIMIT:
         return None
     m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()] if m else 0.0
+    if not 0 < seconds < math.inf:
         raise FoolkitError(f"bad --time-limit {text!r}: use a positive number of seconds, e.g. 90s, 15m, 8h, "
                            f"or none")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return seconds
 
 
 def parse_confidence(text: str) -> float | None:

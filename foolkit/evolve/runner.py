@@ -249,7 +249,7 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                     if run is not None:
                         _save(run, search, config, model.name, logbook, rec["seconds"])
                         _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
-                                       search.archive.found.tolist(), rec["seconds"], logbook)
+                                       search.archive.found.tolist(), rec["seconds"], logbook, progress)
                         where = f"; checkpoint and elites so far saved in {run.path}"
                     raise Interrupted(f"interrupted after generation {search.generation}{where}")
     finally:
@@ -261,7 +261,8 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
     found = search.archive.found.tolist()
     if run is not None:
         _save(run, search, config, model.name, logbook, seconds)
-        confidences = _write_outputs(run, model, config, search, images, classes, names, found, seconds, logbook)
+        confidences = _write_outputs(run, model, config, search, images, classes, names, found, seconds, logbook,
+                                     progress)
     return EvolveResult(images=images, classes=classes, names=names, confidences=confidences, found=found,
                         generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
                         history=list(logbook), stopped=stopped)
@@ -270,14 +271,21 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
 @torch.no_grad()
 def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search: MapElites | GradientAscent,
                    images: torch.Tensor, classes: list[int], names: list[str], found: list[int], seconds: float,
-                   logbook: tools.Logbook) -> torch.Tensor:
+                   logbook: tools.Logbook, progress: bool = False) -> torch.Tensor:
     """Write elites, archive.json, gallery and progress plot; the confidences in archive.json
     are re-measured on the PNGs read back from disk. Returns them ``(K,)``."""
     occupied = search.archive.occupied.cpu()
-    paths = save_elites(run.path, images, classes, names)
-    back = read_elites(paths, images.shape[1])
     bs = config.genomes_per_forward
-    logp = torch.cat([search.scorer(back[i:i + bs].to(model.device)).cpu() for i in range(0, len(back), bs)])
+    # 1000 ImageNet elites take a while to encode and (on a CPU) to re-score: a bar of its own
+    with tqdm(total=2 * len(classes), desc="saving elites", unit="img", leave=False,
+              disable=None if progress and len(classes) > bs else True) as bar:
+        paths = save_elites(run.path, images, classes, names, on_saved=lambda: bar.update(1))
+        back = read_elites(paths, images.shape[1])
+        chunks = []
+        for i in range(0, len(back), bs):
+            chunks.append(search.scorer(back[i:i + bs].to(model.device)).cpu())
+            bar.update(len(chunks[-1]))
+    logp = torch.cat(chunks)
     conf = torch.where(occupied, logp[torch.arange(len(classes)), torch.arange(len(classes))].exp(),
                        torch.zeros(len(classes)))
     label = config.encoding if config.method == "evolve" else "gradient ascent"

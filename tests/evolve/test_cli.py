@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from foolkit.errors import FoolkitError
+
 
 def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -66,6 +68,10 @@ def test_cli_parsers() -> None:
     from foolkit.commands.evolve import parse_classes, parse_confidence, parse_duration
 
     assert parse_duration("90") == 90 and parse_duration("15m") == 900 and parse_duration("8h") == 28800
+    assert parse_duration("1e3") == 1000 and parse_duration(".5h") == 1800 and parse_duration("2D") == 172800
+    for bad in ("0", "-5", "1e999", "1e306d", "e3", ".", "5 min"):
+        with pytest.raises(FoolkitError):
+            parse_duration(bad)
     assert parse_confidence("99.99%") == pytest.approx(0.9999) and parse_confidence("0.5") == 0.5
     assert parse_classes("all") is None and parse_classes("3, cat") == ["3", "cat"]
 
