@@ -102,7 +102,12 @@ def test_cli_table_and_errors(cli, one_line_error, tmp_path):
     one_line_error(cli("retrain", "--resume", "--out", tmp_path / "c"), "nothing to resume")
     one_line_error(cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--eps", "-1",
                        "--kind", "adversarial", "--out", tmp_path / "d"), "eps")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+    # options of the other kind were accepted and ignored
+    one_line_error(cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--eps", "0.1", "--norm", "l2",
+                       "--out", tmp_path / "e"), "--eps, --norm are for --kind adversarial, not --kind fooling")
+    one_line_error(cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--kind", "adversarial",
+                       "--generations", "5", "--out", tmp_path / "f"), "--generations is for --kind fooling")
+    assert not any((tmp_path / d).exists() for d in "adef")
     r = cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--rounds", "1", "--generations", "2",
             "--population", "8", "--pool-runs", "0", "--subset", "100", "--test-subset", "50",
             "--finetune-epochs", "1", "--out", tmp_path / "ok", "--device", "cpu")

@@ -18,6 +18,7 @@ from foolkit.retrain import RetrainConfig, run_rounds
 # a run of one measuring evolution per round and one tiny fine-tune: a round takes about a second
 FAST = ["--model", "lenet-mnist", "--dataset", "mnist", "--generations", "2", "--population", "8", "--pool-runs", "0",
         "--subset", "100", "--test-subset", "50", "--finetune-epochs", "1", "--device", "cpu", "--seed", "1"]
+COMMON = FAST[:4] + FAST[10:]  # without the evolution's options (refused with --kind adversarial)
 
 
 def _strip(rounds):
@@ -79,7 +80,8 @@ def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(cli, one_l
                                                                         change, fragment):
     out = tmp_path / "w24"
     change = [f"folder:{rgb_folder}" if a == "RGB" else a for a in change]
-    one_line_error(cli("retrain", *FAST, "--rounds", "0", *change, "--out", out), fragment)
+    base = COMMON if "adversarial" in change else FAST
+    one_line_error(cli("retrain", *base, "--rounds", "0", *change, "--out", out), fragment)
     assert not out.exists()
     r = cli("retrain", *FAST, "--rounds", "0", "--out", out)  # the corrected command is not blocked
     assert r.exit_code == 0, r.stderr

@@ -56,9 +56,18 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
               "holdout_runs": holdout_runs, "method": method, "eps": eps, "norm": norm, "attack_steps": attack_steps,
               "finetune_epochs": finetune_epochs, "from_scratch": from_scratch, "lr": lr, "subset": subset,
               "test_subset": test_subset, "seed": seed, "device": device, "data_dir": data_dir}
+    typed = typed_options()
+    only = {"fooling": ("encoding", "generations", "population", "pool_runs", "holdout_runs"),
+            "adversarial": ("method", "eps", "norm", "attack_steps")}
+    other = "adversarial" if kind == "fooling" else "fooling"
+    if "kind" in typed or not resume:  # (a resume's kind comes from the run: run_rounds compares the rest)
+        moot = [f"--{k.replace('_', '-')}" for k in only[other] if k in typed]
+        if moot:
+            raise FoolkitError(f"{', '.join(moot)} {'is' if len(moot) == 1 else 'are'} for --kind {other}, "
+                               f"not --kind {kind}")
     if resume:
         # the saved config wins; options given on this command line are checked against it by run_rounds
-        given = {"model" if name == "model_name" else name for name in typed_options()}
+        given = {"model" if name == "model_name" else name for name in typed}
         config = dataclasses.replace(saved_config(out), **{k: v for k, v in values.items() if k in given})
     else:
         if not model_name or not dataset:
