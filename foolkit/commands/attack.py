@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from foolkit.attacks import ATTACKS, make_attack
-from foolkit.commands.common import data_dir_option, device_option, emit_json, info, model_options, seed_option
+from foolkit.commands.common import (data_dir_option, device_option, emit_json, info, model_options, seed_option,
+                                     typed_options)
 from foolkit.errors import FoolkitError
 
 BUDGET_METHODS = tuple(k for k, v in ATTACKS.items() if v.budget)
@@ -112,8 +113,13 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
     if eps is not None and not dataset and not ATTACKS[method].budget and not (method == "auto" and norm != "l1"):
         raise FoolkitError(f"--eps with --method {method}{' --norm l1' if method == 'auto' else ''} is the radius "
                            "--dataset reports robust accuracy at; on IMAGES it changes nothing: drop it")
-    if subset is not None and not dataset:
-        raise FoolkitError("--subset only applies with --dataset")
+    typed = typed_options()
+    if not dataset:
+        moot = [f"--{k.replace('_', '-')}" for k in ("subset", "batch_size", "data_dir") if k in typed]
+        if moot:
+            raise FoolkitError(f"{', '.join(moot)} only appl{'ies' if len(moot) == 1 else 'y'} with --dataset")
+    if method == "fgsm" and "steps" in typed:
+        raise FoolkitError("--method fgsm takes one step; drop --steps (bim and pgd iterate)")
     if confidence is None:
         confidence = 0.0 if dataset else 0.9
     if not (math.isfinite(confidence) and 0 <= confidence < 1):
@@ -284,6 +290,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     n = len(ds)
     correct = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)
+    kept = torch.zeros(n, dtype=torch.bool)  # the adversarial image is still classified as its true label
     norms = {k: torch.zeros(n) for k in ("l1", "l2", "linf")}
     fwd = bwd = 0
     done = 0  # images attacked so far: a Ctrl-C keeps the summary of these
@@ -297,6 +304,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                 sl = slice(i, i + len(xb))
                 correct[sl] = (res.labels_before == yb).cpu()
                 success[sl] = res.success.cpu()
+                kept[sl] = (res.labels_after == yb).cpu()
                 for k in norms:
                     norms[k][sl] = getattr(res, k).float().cpu()
                 fwd, bwd = fwd + res.forwards, bwd + res.backwards
@@ -307,14 +315,17 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
             raise Interrupted("interrupted before the first batch was done; nothing was written") from None
     seconds = time.perf_counter() - t0
     if done < n:  # interrupted: the summary of the images done, under a name of its own
-        correct, success, norms = correct[:done], success[:done], {k: v[:done] for k, v in norms.items()}
+        correct, success, kept = correct[:done], success[:done], kept[:done]
+        norms = {k: v[:done] for k, v in norms.items()}
     attacked = correct if tgt is None else correct & (ds.y[:done] != tgt)
     won = success & attacked
-    # robust: classified correctly and not fooled (a targeted run does not attack the target's own images)
+    # robust: classified correctly, and so is the adversarial image (within ε, for a minimum-norm attack):
+    # misclassified counts, whatever --target or --confidence asked (a wrong class other than the
+    # target, or a mistake below the confidence, is not a success but still not robust)
     if ATTACKS[method].budget:
-        robust = correct & ~won
+        robust = correct & kept
     elif eps is not None:
-        robust = correct & (~won | (norms[norm] > eps))
+        robust = correct & (kept | (norms[norm] > eps * (1 + 1e-5) + 1e-6))
     else:
         robust = None
 
@@ -329,13 +340,13 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         "clean_accuracy": int(correct.sum()) / max(1, done), "attacked": int(attacked.sum()),
         "success_rate": int(won.sum()) / max(1, int(attacked.sum())),
         "robust_accuracy": None if robust is None else int(robust.sum()) / max(1, done),
-        "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"),
+        "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"), "medians_of": "images fooled",
         "seconds": round(seconds, 2), "images_per_second": round(done / max(seconds, 1e-9), 2),
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
         **({"interrupted": True, "of": n} if done < n else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    name = _eval_name(dataset, method, norm, eps, tgt, confidence, subset, steps, seed)
+    name = _eval_name(dataset, method, norm, eps, tgt, confidence, None if subset is None else n, steps, seed)
     path = out / (name if done == n else name.replace(".json", ".partial.json"))  # never in place of a whole one
     atomic_write_json(path, summary)
     if as_json:
@@ -352,6 +363,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                          ("robust accuracy", fmt(summary["robust_accuracy"], True)),
                          *((("median L1", fmt(summary["median_l1"])),) if norm == "l1" else ()),
                          ("median L2", fmt(summary["median_l2"])), ("median Linf", fmt(summary["median_linf"])),
+                         ("", "(medians of the images fooled)"),
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
     if done < n:

@@ -104,6 +104,8 @@ def test_evaluation_mode(cli, tmp_path):
     (["--method", "pgd", "--norm", "l1", "--eps", "1"], "attack pgd: norm"),
     (["--method", "ddn", "--eps", "2"], "robust accuracy"),  # accepted, then ignored, before
     (["--norm", "l1", "--eps", "2"], "changes nothing"),
+    (["--method", "fgsm", "--eps", "0.1", "--steps", "5"], "fgsm takes one step"),
+    (["--batch-size", "3", "--data-dir", "."], "--batch-size, --data-dir only apply with --dataset"),
 ])
 def test_bad_options_fail_with_one_line(cli, one_line_error, digit_png, tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -279,3 +281,20 @@ def test_the_l1_table_shows_the_l1_distance(cli, digit_png, tmp_path):
     head, _, row = r.stdout.splitlines()[:3]
     rec = json.loads((tmp_path / "seven.json").read_text())
     assert head.split()[-4:] == ["L1", "L2", "Linf", "sec"] and f"{rec['l1']:.4f}" in row.split()
+
+
+def test_robust_accuracy_is_accuracy_on_the_adversarials_whatever_target_or_confidence(cli, lenet, tmp_path):
+    """Oracle: the model's accuracy on FGSM's images, computed here. FGSM ignores --confidence and
+    --target changes which images it makes; neither may turn a misclassified image into a robust one."""
+    from foolkit.attacks import make_attack
+    from foolkit.data import load_dataset
+
+    ds = load_dataset("mnist", "test", subset=60, seed=0)
+    x, y = ds.x.float() / 255, ds.y
+    for extra, target in (([], None), (["--confidence", "0.99"], None), (["--target", "3"], 3)):
+        r = cli("attack", "--dataset", "mnist", "--subset", "60", "--model", "lenet-mnist", "--method", "fgsm",
+                "--eps", "0.15", *extra, "--out", tmp_path, "--json")
+        assert r.exit_code == 0, r.stderr
+        res = make_attack("fgsm", eps=0.15)(lenet, x, y, target=target)
+        oracle = float(((res.labels_before == y) & (res.labels_after == y)).float().mean())
+        assert json.loads(r.stdout)["robust_accuracy"] == pytest.approx(oracle), extra
