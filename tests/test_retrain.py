@@ -107,7 +107,9 @@ def test_cli_table_and_errors(cli, one_line_error, tmp_path):
                        "--out", tmp_path / "e"), "--eps, --norm are for --kind adversarial, not --kind fooling")
     one_line_error(cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--kind", "adversarial",
                        "--generations", "5", "--out", tmp_path / "f"), "--generations is for --kind fooling")
-    assert not any((tmp_path / d).exists() for d in "adef")
+    one_line_error(cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--kind", "adversarial",
+                       "--method", "fgsm", "--attack-steps", "5", "--out", tmp_path / "g"), "fgsm takes one step")
+    assert not any((tmp_path / d).exists() for d in "adefg")
     r = cli("retrain", "--model", "lenet-mnist", "--dataset", "mnist", "--rounds", "1", "--generations", "2",
             "--population", "8", "--pool-runs", "0", "--subset", "100", "--test-subset", "50",
             "--finetune-epochs", "1", "--out", tmp_path / "ok", "--device", "cpu")

@@ -65,6 +65,8 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
         if moot:
             raise FoolkitError(f"{', '.join(moot)} {'is' if len(moot) == 1 else 'are'} for --kind {other}, "
                                f"not --kind {kind}")
+    if method == "fgsm" and "attack_steps" in typed:
+        raise FoolkitError("--method fgsm takes one step; drop --attack-steps (bim and pgd iterate)")
     if resume:
         # the saved config wins; options given on this command line are checked against it by run_rounds
         given = {"model" if name == "model_name" else name for name in typed}

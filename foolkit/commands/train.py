@@ -189,6 +189,8 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
     from foolkit.runs import atomic_write_text, load_checkpoint
     from foolkit.utils import resolve_device
 
+    if resume and force:
+        raise FoolkitError("--resume continues the run in FILE.ckpt and --force starts it over: pass one of them")
     if not resume:
         missing = [opt for opt, value in (("--model", arch), ("--dataset", dataset)) if value is None]
         if missing:
@@ -261,6 +263,10 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
     config.validate()
     adv_method = given["adv_method"]
     orphans = [f"--{k.replace('_', '-')}" for k in ("adv_eps", "adv_steps", "adv_norm") if k in typed_options()]
+    if adv_method == "fgsm" and "adv_steps" in typed_options():
+        raise FoolkitError("--adv-method fgsm takes one step; drop --adv-steps (bim and pgd iterate)")
+    if given["optimizer"] == "adam" and "momentum" in typed_options():
+        raise FoolkitError("--momentum is SGD's; Adam keeps its own moving averages: drop it or use --optimizer sgd")
     if adv_method is None and orphans:
         raise FoolkitError(f"{' and '.join(orphans)} set{'s' if len(orphans) == 1 else ''} adversarial training, "
                            f"which needs --adv-method ({', '.join(ADV_METHODS)})")
@@ -300,7 +306,8 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
         atomic_write_text(log_path, "".join(lines))
     else:
         ckpt.unlink(missing_ok=True)  # --force: the old run is given up
-        log_path.unlink(missing_ok=True)
+        if not path.exists():  # a finished model's log stays beside it until the new run's first epoch replaces it
+            log_path.unlink(missing_ok=True)
 
     def on_epoch(rec: dict[str, Any]) -> None:
         lines.append(json.dumps(rec) + "\n")

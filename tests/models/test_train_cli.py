@@ -105,6 +105,20 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(cli, one_line
     one_line_error(r, "before the first checkpoint", "nothing was saved")
 
 
+def test_an_interrupted_force_keeps_the_finished_models_files(cli, tmp_path, monkeypatch):
+    out = tmp_path / "f.pt"
+    assert cli("train", *TINY, "--epochs", "1", "--out", out).exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"f.pt", "f.json", "f.log.jsonl"}
+
+    def fit(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("foolkit.models.training.fit", fit)
+    assert cli("train", *TINY, "--epochs", "2", "--out", out, "--force").exit_code == 130
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 @pytest.fixture
 def killed_run(cli, tmp_path) -> Path:
     """A 3-epoch run (options TINY, --lr 0.02) that stopped after its first epoch."""
@@ -327,6 +341,9 @@ def test_resume_finds_the_same_data_by_another_path_and_refuses_other_data(cli, 
     (("--subset", "0"), "--subset"),
     (("--adv-eps", "0.1"), "--adv-eps sets adversarial training, which needs --adv-method"),  # ignored, before
     (("--adv-steps", "3", "--adv-norm", "l2"), "--adv-steps and --adv-norm set adversarial"),
+    (("--adv-method", "fgsm", "--adv-steps", "5"), "fgsm takes one step"),
+    (("--optimizer", "adam", "--momentum", "0.5"), "--momentum is SGD's"),
+    (("--resume", "--force"), "pass one of them"),
 ])
 def test_bad_values_fail_in_one_line_before_any_data_or_file(cli, one_line_error, tmp_path, monkeypatch, args,
                                                               fragment):
