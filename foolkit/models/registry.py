@@ -206,20 +206,26 @@ def _sidecar_problem(meta: Any) -> str | None:
 
 
 def _probe(net: Any, meta: dict[str, Any], path: Path) -> None:
-    """Check a compiled model against its sidecar with one forward pass of two black images:
-    logits ``(2, len(classes))``, or one clear error instead of a shape error deep in a command."""
+    """Check a compiled model against its sidecar with forward passes of two black images, then
+    one: logits ``(B, len(classes))``, or one clear error instead of a shape error deep in a
+    command (an exported program traced at a fixed batch size takes no other)."""
     side = path.with_suffix(".json").name
-    try:
-        with torch.no_grad():
-            out = net(torch.zeros(2, *(int(v) for v in meta["input_size"])))
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise FoolkitError(f"{path} does not take the input_size {list(meta['input_size'])} of {side} "
-                           f"({type(exc).__name__}: {first})") from exc
     k = len(meta["classes"])
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, k):
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise FoolkitError(f"{path} outputs {shape} for 2 images, but {side} lists {k} classes (expected [2, {k}])")
+    for b in (2, 1):
+        try:
+            with torch.no_grad():
+                out = net(torch.zeros(b, *(int(v) for v in meta["input_size"])))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            if b == 1:
+                raise FoolkitError(f"{path} takes 2 images but not 1: export it with a dynamic batch dimension "
+                                   f"(torch.export.Dim) ({type(exc).__name__}: {first})") from exc
+            raise FoolkitError(f"{path} does not take the input_size {list(meta['input_size'])} of {side} in a batch "
+                               f"of 2 ({type(exc).__name__}: {first})") from exc
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (b, k):
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise FoolkitError(f"{path} outputs {shape} for {b} image{'s' if b > 1 else ''}, but {side} lists {k} "
+                               f"classes (expected [{b}, {k}])")
 
 
 def _load_file(path: Path, weights: str | None) -> Classifier:
@@ -230,11 +236,15 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
         net = build_arch(meta["arch"], in_channels=c, num_classes=len(meta["classes"]),
                          input_hw=int(meta["input_size"][1]), **meta.get("arch_kwargs", {}))
         _apply_state_dict(net, _load_state_dict(weights or path), str(weights or path))
+    elif weights is not None:
+        raise FoolkitError(f"--weights is for foolkit-trained and torchvision models; {path.name} is compiled "
+                           "(TorchScript or torch.export) and carries its own weights")
     elif path.suffix == ".pt2":
         try:
             net = torch.export.load(str(path)).module()
         except Exception as exc:
             raise FoolkitError(f"{path} is not a loadable torch.export program ({type(exc).__name__})") from exc
+        _probe(net, meta, path)
     else:
         try:
             # TorchScript archives hold TorchScript code and tensors, not pickled Python objects.
