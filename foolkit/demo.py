@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from foolkit.errors import FoolkitError, Interrupted
 from foolkit.runs import atomic_write_json, atomic_write_text
 
 
@@ -130,8 +131,8 @@ def stage_evolve(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
                   "min_confidence": float(conf.min()), "median_confidence": float(conf.median())}
     d = n["direct"]
     text = (f"Evolution (MAP-Elites over the 10 digits, population {s.population}, every generation scored in one "
-            f"batched forward pass) found, with the direct pixel encoding in {d['generations']} generations and "
-            f"{d['seconds']:.0f} s, images that the network labels as digits with confidence ≥ 99.99% for "
+            f"batched forward pass) found, with the direct pixel encoding in {d['generations']} generations "
+            f"({d['seconds']:.1f} s of search), images that the network labels as digits with confidence ≥ 99.99% for "
             f"{d['classes_at_99.99']} of 10 classes (lowest {_confidence(d['min_confidence'])})")
     if "cppn" in n:
         c = n["cppn"]
@@ -158,8 +159,8 @@ def stage_retrain(out: Path, s: DemoSettings, seed: int, device: str,
     n = {"rounds": [{k: v for k, v in r.__dict__.items()} for r in rounds]}
     text = (f"The network was retrained with its fooling images as an 11th class, 'fooling', for {s.retrain_rounds} "
             f"round(s). It learns to recognise the old fooling images (recall {(last.fooling_recall or 0) * 100:.0f}% "
-            f"on held-out ones) and keeps its accuracy ({rounds[0].clean_accuracy * 100:.1f}% → "
-            f"{last.clean_accuracy * 100:.1f}%), but a fresh evolution against the retrained network still fools "
+            f"on held-out ones) while its test accuracy goes from {rounds[0].clean_accuracy * 100:.1f}% to "
+            f"{last.clean_accuracy * 100:.1f}%, but a fresh evolution against the retrained network still fools "
             f"{last.fooled_classes} of 10 digit classes at ≥ 99% (median elite confidence "
             f"{_confidence(last.median_confidence or 0)}). Classes fooled at ≥ 99% in rounds 0–{last.round}: "
             f"{', '.join(str(r.fooled_classes) for r in rounds)}.")
@@ -240,7 +241,7 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
     from foolkit.models import load_model
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(out)
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
     model = load_model("lenet-mnist", device=device)
     dev = str(model.device)
@@ -251,19 +252,27 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
                                           on_stage=lambda what: bar.set_postfix(stage=f"retrain, {what}"))),
         ("memorize", lambda: stage_memorize(out / "memorize", s, seed, dev)),
     ]
-    for name, _ in plan:  # a re-run starts each stage afresh
-        _clear(out / name)
+    for page in ("index.html", "summary.json"):  # an earlier run's page would describe stages about to be replaced
+        (out / page).unlink(missing_ok=True)
     stages: list[Stage] = []
     t_all = time.time()
     bar = tqdm(plan, desc="demo", disable=None if progress else True, dynamic_ncols=True)  # None: no bar off a terminal
-    for name, fn in bar:
-        bar.set_postfix(stage=name)
-        (out / name).mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        st = fn()
-        st.seconds = time.time() - t0
-        stages.append(st)
-    bar.close()
+    try:
+        for name, fn in bar:
+            bar.set_postfix(stage=name)
+            _clear(out / name)  # a re-run starts each stage afresh, when it gets to it
+            (out / name).mkdir(parents=True)
+            t0 = time.time()
+            st = fn()
+            st.seconds = time.time() - t0
+            stages.append(st)
+    except (KeyboardInterrupt, Interrupted):  # an inner run's own message says "--resume": the demo has none
+        done = f"{out} holds the finished stage{'s' if len(stages) > 1 else ''} ({', '.join(st.name for st in stages)})" \
+            if stages else "no stage had finished"
+        raise Interrupted(f"demo interrupted in stage {len(stages) + 1} of {len(plan)}; {done}; "
+                          "run `foolkit demo` again to start over") from None
+    finally:
+        bar.close()
     seconds = time.time() - t_all
     summary = {"quick": quick, "seed": seed, "device": dev, "seconds": seconds,
                "stages": {st.name: {"title": st.title, "text": st.text, "seconds": st.seconds,
@@ -282,6 +291,22 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+#: marks a folder as a demo's own: a re-run may replace the stage folders in it
+MARKER = ".foolkit-demo"
+
+
+def _claim(out: Path) -> None:
+    """Make ``out`` a demo folder: new, empty, or an earlier demo's (its marker, or the
+    summary.json of a demo from before the marker). Anything else is refused: the demo replaces
+    its stage folders, and must never delete a user's files."""
+    if out.exists() and not out.is_dir():
+        raise FoolkitError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not (out / "summary.json").is_file():
+        raise FoolkitError(f"--out {out} holds files that are not a foolkit demo's; choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
 
 
 def _clear(folder: Path) -> None:

@@ -94,15 +94,27 @@ def test_page_renders_in_headless_chromium(demo_dir, tmp_path):
     assert dom.count("<img") >= 6 and "foolkit demo" in dom
 
 
-def test_ctrl_c_during_the_demo_is_one_line_without_a_resume_hint(cli, monkeypatch, tmp_path):
+def test_ctrl_c_during_the_demo_says_which_stages_finished_without_a_resume_hint(cli, monkeypatch, tmp_path):
     import foolkit.demo
     from foolkit.evolve import Interrupted
 
     def stopped(*args, **kwargs):
         raise Interrupted("interrupted after generation 27")  # what an inner evolution raises on Ctrl-C
 
-    monkeypatch.setattr(foolkit.demo, "run_demo", stopped)
-    r = cli("demo", "--out", tmp_path / "d")
+    monkeypatch.setattr(foolkit.demo, "stage_evolve", stopped)
+    out = tmp_path / "d"
+    r = cli("demo", "--quick", "--out", out, "--device", "cpu")
     assert r.exit_code == 130 and r.stderr.strip().splitlines() == [
-        f"foolkit: error: demo interrupted; {tmp_path / 'd'} keeps what earlier runs wrote; run `foolkit demo` again "
-        "to start over"]
+        f"foolkit: error: demo interrupted in stage 2 of 4; {out} holds the finished stage (attack); "
+        "run `foolkit demo` again to start over"]
+    assert sorted(p.name for p in out.iterdir()) == [".foolkit-demo", "attack", "evolve"]
+    assert any((out / "attack").iterdir())
+
+
+def test_the_demo_never_deletes_files_it_did_not_write(cli, one_line_error, demo_dir, tmp_path):
+    mine = tmp_path / "d" / "memorize" / "mine.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("x")
+    one_line_error(cli("demo", "--quick", "--out", tmp_path / "d"), "not a foolkit demo's")
+    assert mine.read_text() == "x"
+    assert (demo_dir / ".foolkit-demo").is_file()  # the demo's own folder: a re-run may replace its stages

@@ -21,9 +21,8 @@ def demo(out: str, quick: bool, seed: int, device: str) -> None:
 
     try:
         summary = run_demo(out, quick=quick, seed=seed, device=device)
-    except (KeyboardInterrupt, Interrupted):  # an inner run's message says "--resume": the demo has none
-        raise Interrupted(f"demo interrupted; {out} keeps what earlier runs wrote; run `foolkit demo` again "
-                          "to start over") from None
+    except KeyboardInterrupt:  # before the stages (run_demo says which stages finished once they run)
+        raise Interrupted("demo interrupted before its first stage; run `foolkit demo` again to start over") from None
     for name, st in summary["stages"].items():
         click.echo(f"{name:<9} {st['seconds']:6.1f} s  {st['text']}")
     info(f"open {Path(out) / 'index.html'} ({summary['seconds']:.0f} s in all)")
