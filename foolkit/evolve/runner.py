@@ -111,6 +111,9 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
         raise FoolkitError(f"{run.config_path} is not an evolve run's config")
     if saved.get("model") != model.name:
         raise FoolkitError(f"{run.path} was evolved against {saved.get('model')!r}, not {model.name!r}")
+    if saved.get("weights") not in (None, model.fingerprint()):  # (runs from before fingerprints have none)
+        raise FoolkitError(f"{run.path} was evolved against other weights of {model.name} (fingerprint "
+                           f"{saved['weights']}, these are {model.fingerprint()}): pass the --weights it was started with")
     old = EvolveConfig.from_dict(saved["config"])
     old.validate()
 
@@ -199,9 +202,11 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
                 logbook.extend(meta["logbook"])
                 seconds_before = float(meta["seconds"])
             if resume:
-                run.save_config({"model": model.name, "config": config.to_dict()})  # overrides included: the next base
+                run.save_config({"model": model.name, "weights": model.fingerprint(),  # overrides included: the next base
+                                 "config": config.to_dict()})
             else:
-                run.create({"model": model.name, "config": config.to_dict()}, resume=False)
+                run.create({"model": model.name, "weights": model.fingerprint(), "config": config.to_dict()},
+                           resume=False)
             run.truncate_log("generation", search.generation)
         return _generations(model, config, run, search, logbook, seconds_before, classes, names, on_generation,
                             progress)
@@ -292,7 +297,7 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
     write_archive_json(run.file("archive.json"), model=model.name, method=config.method, encoding=config.encoding,
                        generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
                        classes=classes, names=names, confidences=conf.tolist(), found=found, images=paths,
-                       root=run.path)
+                       root=run.path, crops=config.crops, weights=model.fingerprint())
     title = f"{model.name}, {label}, {search.generation} generation{'' if search.generation == 1 else 's'}"
     save_gallery(run.file("gallery.png"), images, names, conf.tolist(), title=title)
     if len(logbook):

@@ -114,5 +114,24 @@ class Classifier(nn.Module):
             self.train(was_training)
         return torch.cat(out).to(x.device) if out else torch.empty(0, self.num_classes, device=x.device)
 
+    @torch.no_grad()
+    def fingerprint(self) -> str:
+        """SHA-256 (first 16 hex digits) of every parameter and buffer, normalisation included:
+        the same name with other weights (``--weights``, another download) gets another one."""
+        import hashlib
+
+        h = hashlib.sha256()
+        try:
+            state = {**self.state_dict(), "mean": self.mean, "std": self.std}  # (mean and std are not persistent)
+        except Exception:  # a compiled module that keeps its weights to itself
+            return "unknown"
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                h.update(key.encode())
+                h.update(str(value.dtype).encode())
+                h.update(str(tuple(value.shape)).encode())
+                h.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, input_size={self.input_size}, classes={self.num_classes}, bounds={self.bounds}"

@@ -24,6 +24,22 @@ def test_cli_run_and_resume(cli, tmp_path: Path) -> None:
     assert [json.loads(x)["generation"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["classes"] == [3, 5] and config["cppn_activations"] == ["sine", "cosine", "abs"]
+    archive = json.loads((out / "archive.json").read_text())
+    assert archive["crops"] == 1 and archive["weights"] == json.loads((out / "config.json").read_text())["weights"]
+
+
+def test_a_resume_with_other_weights_is_refused(cli, one_line_error, tmp_path: Path) -> None:
+    """The offspring would be scored by one network and the elites by another (the archive said
+    1/10 fooled, the log 10/10)."""
+    from foolkit.models.registry import WEIGHTS_DIR
+
+    out = tmp_path / "w"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "2", "-p", "8", "--out", out, "--device", "cpu").exit_code == 0
+    before = (out / "log.jsonl").read_text()
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--weights", WEIGHTS_DIR / "lenet-fashion.pt", "--out", out,
+                       "--resume", "-g", "4", "--device", "cpu"), "other weights of lenet-mnist")
+    assert (out / "log.jsonl").read_text() == before
+    assert cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "3", "--device", "cpu").exit_code == 0
 
 
 @pytest.mark.parametrize("args, fragments", [

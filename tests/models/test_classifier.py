@@ -184,3 +184,16 @@ def test_a_malformed_sidecar_is_one_clear_error(tmp_path, meta, message):
     with pytest.raises(FoolkitError, match=message) as info:
         load_model(path, device="cpu")
     assert "\n" not in str(info.value) and "m.json" in str(info.value)
+
+
+def test_the_fingerprint_tells_weights_apart_and_only_them():
+    a = new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    b = new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    b.load_state_dict(a.state_dict())
+    assert a.fingerprint() == b.fingerprint() and len(a.fingerprint()) == 16
+    with torch.no_grad():
+        next(b.net.parameters()).view(-1)[0] += 1e-6  # one weight, one ulp or so
+    assert a.fingerprint() != b.fingerprint()
+    c = new_model("lenet", classes=list("ab"), input_size=(1, 28, 28), mean=[0.2], std=[0.3])
+    c.net.load_state_dict(a.net.state_dict())
+    assert c.fingerprint() != a.fingerprint()  # the normalisation is part of the model
