@@ -58,6 +58,24 @@ def parse_classes(text: str) -> list[int | str] | None:
     return list(items)
 
 
+#: options that mean nothing to a method (or encoding), by EvolveConfig field
+_ONLY_EVOLVE = ("population", "selection", "halve_every", "cppn_hidden", "cppn_activations", "paper")
+_ONLY_CPPN = ("cppn_hidden", "cppn_activations")
+
+
+def _refuse_moot(config: Any, typed: set[str]) -> None:
+    """One line for options typed that the run's method or encoding would ignore."""
+    if config.method == "gradient":
+        moot, why = [k for k in _ONLY_EVOLVE if k in typed], "--method gradient (one image per class, no operators)"
+    elif config.encoding == "direct":
+        moot, why = [k for k in _ONLY_CPPN if k in typed], "the direct encoding"
+    else:
+        return
+    if moot:
+        raise FoolkitError(f"{', '.join('--' + k.replace('_', '-') for k in moot)} mean{'s' if len(moot) == 1 else ''} "
+                           f"nothing to {why}: drop {'it' if len(moot) == 1 else 'them'}")
+
+
 @click.command()
 @model_options
 @click.option("--encoding", type=click.Choice(["direct", "cppn"]), default=None, help="Genome encoding [default: direct].")
@@ -90,7 +108,8 @@ def parse_classes(text: str) -> list[int | str] | None:
               help="Run folder [default: runs/evolve-<model>-<encoding>].")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations [default: 10].")
 @click.option("--time-limit", default=None, metavar="T",
-              help="Stop after T (seconds, or 90s, 15m, 8h; none lifts a resumed run's limit).")
+              help="Stop after T of this invocation (seconds, or 90s, 15m, 8h; a resumed run gets T again; "
+                   "none lifts a resumed run's limit).")
 @click.option("--until", "until_text", default=None, metavar="CONF",
               help="Stop once every evolved class reaches CONF (0.9999 or 99.99%; none lifts a resumed run's).")
 @click.option("--resume", is_flag=True,
@@ -134,8 +153,10 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
             if value is None:
                 lifted[key] = None
             given[key] = value
+    if paper_ops and selection == "lagging":
+        raise FoolkitError("--paper draws parents uniformly, as the paper did: drop --selection lagging or --paper")
     if paper_ops:
-        given.update(init_spread=0.0, smooth_prob=0.0, step_deficit=0.0, selection=selection or "uniform")
+        given.update(init_spread=0.0, smooth_prob=0.0, step_deficit=0.0, selection="uniform")
     if method == "gradient" and encoding == "cppn":
         raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
     typed = {k: v for k, v in given.items() if v is not None}
@@ -152,6 +173,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         base = EvolveConfig.from_dict(saved["config"])
     config = EvolveConfig.from_dict({**base.to_dict(), **typed, **lifted})
     config.validate()
+    _refuse_moot(config, set(typed) | ({"paper"} if paper_ops else set()))
     model = load_model(model_name, device=device, weights=weights)
     try:
         result = run_evolution(model, config, out=out, resume=resume, progress=True)

@@ -57,6 +57,10 @@ def test_a_resume_with_other_weights_is_refused(cli, one_line_error, tmp_path: P
     (["--cppn-activations", "sine,relu"], ["activations", "relu"]),
     (["--cppn-activations", "sine,sine"], ["activations"]),
     (["--resume"], ["resume"]),
+    (["--method", "gradient", "-p", "50"], ["--population means nothing to --method gradient"]),  # ignored, before
+    (["--method", "gradient", "--paper", "--halve-every", "5"], ["--halve-every, --paper mean nothing"]),
+    (["--cppn-hidden", "4"], ["--cppn-hidden means nothing to the direct encoding"]),
+    (["--paper", "--selection", "lagging"], ["--paper draws parents uniformly"]),
     (["--seed", "99999999999999999999"], ["seed"]),
     (["--seed", "-1"], ["seed"]),
     (["--method", "gradient", "--encoding", "cppn"], ["gradient"]),
@@ -225,10 +229,11 @@ def test_resume_removes_a_checkpoint_write_cut_short_and_rejects_a_foreign_confi
 
 
 def test_gradient_needs_no_population(cli, tmp_path: Path) -> None:
-    r = cli("evolve", "-m", "lenet-mnist", "--method", "gradient", "-g", "2", "-p", "1", "--classes", "3",
+    r = cli("evolve", "-m", "lenet-mnist", "--method", "gradient", "-g", "2", "--classes", "3",
             "--out", tmp_path / "g", "--device", "cpu", "--json")
     assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["method"] == "gradient"
+    summary = json.loads(r.stdout)
+    assert summary["method"] == "gradient" and summary["evaluations"] == 2  # one image per class and step
 
 
 def test_cppn_hidden_capacity_is_an_option_and_its_use_is_logged(cli, tmp_path: Path) -> None:
