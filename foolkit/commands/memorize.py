@@ -21,7 +21,7 @@ def _floats(text: str | None, what: str) -> list[float]:
 
 
 def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))  # each once, in the order given
 
 
 def _positive(value: int | None, what: str) -> None:
@@ -285,9 +285,18 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     _positive(sgd_epochs, "--sgd-epochs")
     if sigma is not None and not sigma > 0:
         raise FoolkitError(f"--sigma must be positive, got {sigma}")
+    typed = typed_options()
+    for option, key, kernel_of in (("--degree", "degree", "polynomial"), ("--sigma", "sigma", "gaussian")):
+        if key in typed and kernel != kernel_of:
+            raise FoolkitError(f"{option} is the {kernel_of} kernel's; --kernel {kernel} has none: drop it")
+    moot = [f"--{k.replace('_', '-')}" for k in ("sgd_subset", "sgd_epochs") if k in typed]
+    if moot and not sgd:
+        raise FoolkitError(f"{' and '.join(moot)} set{'s' if len(moot) == 1 else ''} the SGD check: add --sgd-check")
     res = run_minnorm(dataset=dataset, subset=subset, test_subset=test_subset, kernel=kernel, degree=degree, sigma=sigma,
                       seed=seed, sgd=sgd, sgd_subset=sgd_subset, sgd_epochs=sgd_epochs, data_dir=data_dir,
                       quiet=as_json)
+    if sgd and sgd_subset > res["n"]:
+        info(f"foolkit: --sgd-subset {sgd_subset:,} is more than the {res['n']:,} training images: SGD ran on all of them")
     if not res["interpolates"]:
         info(f"foolkit: the {kernel} kernel matrix of these {res['n']:,} images has rank {res.get('rank', '< n')}: "
              f"no interpolant exists, so this is the least-squares fit (train error {100 * res['train_error']:.1f}%)")

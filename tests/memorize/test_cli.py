@@ -89,6 +89,9 @@ def test_randomize_json_and_files(cli, tmp_path):
     (("expressivity", "--dataset", "mnist", "--d", "30"), "--d describes random points"),
     (("expressivity", "--dataset", "mnist", "--targets", "labels", "--d", "3"), "--d and --targets describe"),
     (("minnorm", "--kernel", "rbf"), "rbf"),
+    (("minnorm", "--kernel", "linear", "--degree", "3"), "--degree is the polynomial kernel's"),  # ignored, before
+    (("minnorm", "--sigma", "2"), "--sigma is the gaussian kernel's"),
+    (("minnorm", "--sgd-subset", "50"), "--sgd-subset sets the SGD check: add --sgd-check"),
     (("minnorm", "--sigma", "-1"), "--sigma"),
     (("randomize", "--test-subset", "0"), "--test-subset must be positive"),
     (("randomize", "--test-subset", "-3"), "--test-subset must be positive"),
@@ -124,3 +127,9 @@ def test_group_without_subcommand_lists_them(cli):
     assert r.exit_code == 0
     for sub in ("randomize", "regularizers", "expressivity", "minnorm"):
         assert sub in r.stdout
+
+
+def test_a_list_option_names_each_item_once():
+    from foolkit.commands.memorize import _names
+
+    assert _names("none, none,dropout,,none") == ["none", "dropout"]  # regularizers none,none trained two rows
