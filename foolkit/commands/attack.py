@@ -224,13 +224,15 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     for note in notes:
         info(f"foolkit: {path}: {note}")
     peak = float(delta.abs().max())
-    captions = [f"original\n{model.classes[lab0][:24]} ({_fmt_conf(conf0)})",
+    # the confidence on the first line: a long class name is cut on its own line, never the figure
+    captions = [f"original ({_fmt_conf(conf0)})\n{model.classes[lab0]}",
                 f"noise (x{_amplification(peak)})" if peak > 0 else "noise (none)",
-                f"adversarial\n{model.classes[lab1][:24]} ({_fmt_conf(conf1)})"]
+                f"adversarial ({_fmt_conf(conf1)})\n{model.classes[lab1]}"]
+    title = (f"{model_name} · {method} ({norm})" + (f" · target {model.classes[tgt]}" if tgt is not None else "")
+             + ("" if success else " · FAILED"))
     save_image(adv, out / f"{stem}.adv.png")
     save_image(noise_image(delta), out / f"{stem}.noise.png")
-    save_image(panel([x, noise_image(delta), adv], captions, title=f"{model_name} · {method} ({norm})"),
-               out / f"{stem}.panel.png")
+    save_image(panel([x, noise_image(delta), adv], captions, title=title), out / f"{stem}.panel.png")
     atomic_write_json(out / f"{stem}.json", record)
     return record
 
