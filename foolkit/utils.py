@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -70,3 +71,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):  # saved with more GPUs: the ones here
             torch.cuda.set_rng_state(s.cpu(), i)
+
+
+def format_confidence(c: float) -> str:
+    """A caption's percentage, rounded down: 0.999858 reads 99.98%, never a 99.99% it missed."""
+    if c >= 0.99999:
+        return ">99.999%"
+    digits = 3 if c >= 0.9999 else 2
+    return f"{math.floor(c * 100 * 10**digits) / 10**digits:.{digits}f}%"

@@ -43,6 +43,13 @@ def _show(images: tuple[str, ...], conf: list[list[float]], labels: list[list[in
         if as_json:
             emit_json({"image": path, "model": model_name, "top": rows})
         else:
-            click.echo(f"{path}  ({model_name})")
+            click.echo(f"{path}  ({model_name}; class, its index, confidence)")
             for rank, r in enumerate(rows, 1):
-                click.echo(f"  {rank:>2}. {r['name'][:40]:<40} {r['label']:>5}  {r['confidence']:8.4f}")
+                click.echo(f"  {rank:>2}. {r['name'][:40]:<40} {r['label']:>5}  {_percent(r['confidence']):>10}")
+
+
+def _percent(c: float) -> str:
+    """A confidence as the table shows it: 99.991%, never a 100.0000% that is not."""
+    from foolkit.utils import format_confidence
+
+    return format_confidence(c)

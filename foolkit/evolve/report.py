@@ -3,7 +3,6 @@ gallery (the paper's figure 1) and the progress plot."""
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import textwrap
@@ -16,6 +15,7 @@ import torch
 
 from foolkit.images import grid, load_image, save_image
 from foolkit.runs import atomic_path, atomic_write_json
+from foolkit.utils import format_confidence
 
 GALLERY_MAX = 100
 
@@ -54,14 +54,6 @@ def read_elites(paths: Sequence[Path], channels: int) -> torch.Tensor:
     """Read saved elites back: ``(K, C, H, W)`` in [0, 1]."""
     with ThreadPoolExecutor(_threads(len(paths))) as pool:
         return torch.stack(list(pool.map(lambda p: load_image(p, channels), paths)))
-
-
-def format_confidence(c: float) -> str:
-    """A caption's percentage, rounded down: 0.999858 reads 99.98%, never a 99.99% it missed."""
-    if c >= 0.99999:
-        return ">99.999%"
-    digits = 3 if c >= 0.9999 else 2
-    return f"{math.floor(c * 100 * 10**digits) / 10**digits:.{digits}f}%"
 
 
 def caption_name(name: str, width: int = 18) -> str:
