@@ -89,6 +89,7 @@ def test_models_and_datasets_listings(cli):
     rows = [json.loads(line) for line in cli("models", "--json").stdout.splitlines()]
     lenet = next(m for m in rows if m["name"] == "lenet-mnist")
     assert lenet["offline"] is True and lenet["num_classes"] == 10 and lenet["input_size"] == [1, 28, 28]
+    assert cli("datasets", "--data-dir", "/no/such/folder").exit_code == 2  # it listed as if none was given
     r = cli("datasets", "--json")
     names = {json.loads(line)["name"]: json.loads(line) for line in r.stdout.splitlines()}
     assert names["mnist"]["available"] and not names["cifar10"]["available"]

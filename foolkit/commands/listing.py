@@ -31,8 +31,13 @@ def models(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dataset.")
 def datasets(data_dir: str | None, as_json: bool) -> None:
     """List the registered datasets, whether they load offline, and from where."""
-    from foolkit.data import dataset_sources
+    from pathlib import Path
 
+    from foolkit.data import dataset_sources
+    from foolkit.errors import FoolkitError
+
+    if data_dir is not None and not Path(data_dir).is_dir():  # (as every command that loads data says)
+        raise FoolkitError(f"--data-dir {data_dir} is not a folder")
     rows = dataset_sources(data_dir)
     if as_json:
         for r in rows:
