@@ -38,6 +38,8 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in pair:
             raise FoolkitError(f"--arch-opt takes KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
+        if key.strip() in out:
+            raise FoolkitError(f"--arch-opt {key.strip()} is given twice; give each option once")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

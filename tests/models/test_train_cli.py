@@ -475,3 +475,9 @@ def test_resume_of_an_old_checkpoint_without_the_model_asks_for_it(cli, one_line
     assert ckpt.read_bytes() == before and not killed_run.exists()
     r = cli("train", "--model", "lenet", "--dataset", "mnist", "--out", killed_run, "--resume", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
+
+
+def test_an_arch_option_given_twice_is_refused(cli, one_line_error, tmp_path):
+    one_line_error(cli("train", "--model", "mlp3x512", "--dataset", "mnist", "--arch-opt", "dropout=0.1",
+                       "--arch-opt", "dropout=0.5", "--out", tmp_path / "m"), "--arch-opt dropout is given twice")
+    assert list(tmp_path.iterdir()) == []
