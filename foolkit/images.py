@@ -174,10 +174,11 @@ def noise_image(delta: torch.Tensor, *, amplify: float | None = None) -> torch.T
 
 
 def _font(size: int, text: str = "") -> ImageFont.ImageFont:
-    """The captions' font. Pillow's built-in one has glyphs for ASCII only (not even "é"), so text
-    beyond ASCII (a folder dataset's class names) gets the first font that has all its glyphs:
-    matplotlib's DejaVu Sans (Latin, Greek, Cyrillic, ...), then the system's fonts."""
-    path = _font_covering(frozenset(text) - frozenset(" \n\t")) if not text.isascii() else None
+    """The captions' font: the first font with all of ``text``'s glyphs, matplotlib's DejaVu Sans
+    (Latin, Greek, Cyrillic, ...) first, then the system's fonts; Pillow's built-in one only
+    where there is none (it has glyphs for ASCII only, not even "é", and sets some spaces too
+    narrow to see)."""
+    path = _font_covering(frozenset(text) - frozenset(" \n\t"))
     if path is not None:
         try:
             return ImageFont.truetype(path, size)

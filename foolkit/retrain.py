@@ -49,6 +49,7 @@ from foolkit.errors import FoolkitError
 from foolkit.models import Classifier, load_model, new_model, save_model
 from foolkit.models.training import TrainConfig, evaluate, fit
 from foolkit.runs import RunDir, atomic_write_json, load_checkpoint, save_checkpoint
+from foolkit.utils import format_confidence
 
 FOOLING = "fooling"
 
@@ -462,7 +463,7 @@ def _measure(model: Classifier, config: RetrainConfig, test: Dataset, holdout: t
         conf = res.confidences.float()
         rec.fooled_classes = int((conf >= 0.99).sum())
         rec.median_confidence = float(conf.median())
-        captions = [f"{model.classes[c]}\n{float(p) * 100:.2f}%" for c, p in zip(res.classes, conf)]
+        captions = [f"{model.classes[c]}\n{format_confidence(float(p))}" for c, p in zip(res.classes, conf)]
         return rec, (res.images, captions)
     from foolkit.attacks import make_attack
 

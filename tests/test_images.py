@@ -150,3 +150,14 @@ def test_quantize_lands_on_the_values_a_png_is_read_back_as():
 def test_each_tile_has_a_border_so_a_white_image_shows_where_it_ends() -> None:
     g = np.asarray(grid([torch.ones(1, 8, 8)], tile=32))  # at (6, 6), 32 x 32 px
     assert (g[5, 5:39] == 190).all() and (g[38, 5:39] == 190).all() and (g[6:38, 6:38] == 255).all()
+
+
+def test_captions_set_a_visible_space_between_words():
+    """Pillow's built-in font set 'fooling images against' as 'fooling imagesagainst'."""
+    from PIL import Image, ImageDraw
+
+    from foolkit.images import _font
+
+    font = _font(14, "fooling images against")
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    assert draw.textlength("images against", font=font) - draw.textlength("imagesagainst", font=font) >= 3
