@@ -160,4 +160,5 @@ def test_captions_set_a_visible_space_between_words():
 
     font = _font(14, "fooling images against")
     draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
-    assert draw.textlength("images against", font=font) - draw.textlength("imagesagainst", font=font) >= 3
+    space = draw.textlength("images against", font=font) - draw.textlength("imagesagainst", font=font)
+    assert space >= 0.3 * 14  # DejaVu Sans: 4.45 px at 14 px; Pillow's built-in font: 3.0, drawn as nothing
