@@ -153,6 +153,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
             if value is None:
                 lifted[key] = None
             given[key] = value
+    typed_here = {k for k, v in given.items() if v is not None} | ({"paper"} if paper_ops else set())  # as typed
     if paper_ops and selection == "lagging":
         raise FoolkitError("--paper draws parents uniformly, as the paper did: drop --selection lagging or --paper")
     if paper_ops:
@@ -173,7 +174,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         base = EvolveConfig.from_dict(saved["config"])
     config = EvolveConfig.from_dict({**base.to_dict(), **typed, **lifted})
     config.validate()
-    _refuse_moot(config, set(typed) | ({"paper"} if paper_ops else set()))
+    _refuse_moot(config, typed_here)
     model = load_model(model_name, device=device, weights=weights)
     try:
         result = run_evolution(model, config, out=out, resume=resume, progress=True)

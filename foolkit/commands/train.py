@@ -264,10 +264,11 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
                                 **({"resumed_with": resumed_with} if resumed_with else {})})
     config.validate()
     adv_method = given["adv_method"]
-    orphans = [f"--{k.replace('_', '-')}" for k in ("adv_eps", "adv_steps", "adv_norm") if k in typed_options()]
-    if adv_method == "fgsm" and "adv_steps" in typed_options():
+    typed_now = typed_options()
+    orphans = [f"--{k.replace('_', '-')}" for k in ("adv_eps", "adv_steps", "adv_norm") if k in typed_now]
+    if adv_method == "fgsm" and "adv_steps" in typed_now:
         raise FoolkitError("--adv-method fgsm takes one step; drop --adv-steps (bim and pgd iterate)")
-    if given["optimizer"] == "adam" and "momentum" in typed_options():
+    if given["optimizer"] == "adam" and "momentum" in typed_now:
         raise FoolkitError("--momentum is SGD's; Adam keeps its own moving averages: drop it or use --optimizer sgd")
     if adv_method is None and orphans:
         raise FoolkitError(f"{' and '.join(orphans)} set{'s' if len(orphans) == 1 else ''} adversarial training, "

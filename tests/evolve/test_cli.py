@@ -58,7 +58,7 @@ def test_a_resume_with_other_weights_is_refused(cli, one_line_error, tmp_path: P
     (["--cppn-activations", "sine,sine"], ["activations"]),
     (["--resume"], ["resume"]),
     (["--method", "gradient", "-p", "50"], ["--population means nothing to --method gradient"]),  # ignored, before
-    (["--method", "gradient", "--paper", "--halve-every", "5"], ["--halve-every, --paper mean nothing"]),
+    (["--method", "gradient", "--paper", "--halve-every", "5"], ["error: --halve-every, --paper mean nothing"]),
     (["--cppn-hidden", "4"], ["--cppn-hidden means nothing to the direct encoding"]),
     (["--paper", "--selection", "lagging"], ["--paper draws parents uniformly"]),
     (["--seed", "99999999999999999999"], ["seed"]),
