@@ -230,7 +230,9 @@ class Problem:
 class AttackResult:
     """Per-sample outcome of an attack on a batch of ``B`` images.
 
-    ``adv`` ``(B, C, H, W)`` in bounds (on the 8-bit grid when the attack quantises);
+    ``adv`` ``(B, C, H, W)`` in bounds (on the 8-bit grid when the attack quantises; where a
+    minimum-norm attack failed, the clean image: it found no adversarial, so it reports none —
+    a budget attack returns its perturbed image whatever came of it);
     ``success`` bool ``(B,)``; ``l1``/``l2``/``linf`` ``(B,)`` norms of ``adv − x`` (for every
     sample, successful or not); ``labels_before``/``confidences_before`` (clean top-1) and
     ``labels_after``/``confidences_after``; ``target`` ``(B,)`` or ``None``; ``forwards``/
@@ -374,6 +376,9 @@ class Attack(ABC):
                     logits1 = counted(adv)
                 conf1, pred1 = torch.softmax(logits1.float(), dim=1).max(dim=1)
                 success = p.is_adversarial(logits1)
+                if not self.budget:  # a minimum-norm attack that found no adversarial reports none: the clean image
+                    adv = torch.where(per_sample(success, adv), adv, x)
+                    conf1, pred1 = torch.where(success, conf1, conf0), torch.where(success, pred1, pred0)
             else:
                 adv, conf1, pred1, success = x.clone(), conf0, pred0, torch.zeros(0, dtype=torch.bool, device=device)
         finally:

@@ -36,9 +36,9 @@ MIN_SUCCESS = {"fgsm": 0.75}
 
 
 def build(key: str, **extra):
-    cfg = dict(CONFIGS[key])
+    cfg = {**CONFIGS[key], **extra}  # extra settings win
     name = cfg.pop("name", key)
-    return make_attack(name, **cfg, **extra)
+    return make_attack(name, **cfg)
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +308,21 @@ def test_a_target_already_reached_costs_no_gradient(lenet, digits):
     # the target with too little confidence is still attacked: the probability must reach 0.999999
     res = build("ddn")(lenet, x[:3], target=pred, confidence=0.999999)
     assert res.backwards > 0 and (res.confidences_after >= 0.999999).all()
+
+
+@pytest.mark.parametrize("key", ["auto", "ddn", "fmn", "deepfool", "cw"])
+def test_a_failed_minimum_norm_attack_reports_no_perturbation(key, lenet, digits):
+    """One convention for every minimum-norm method (auto returned its last attempt, the others
+    the clean image): no adversarial found, none reported. Two steps cannot reach 99.9999%."""
+    x, y = digits
+    res = build(key, steps=2)(lenet, x, y, confidence=0.999999)
+    failed = ~res.success
+    assert failed.any()
+    assert torch.equal(res.adv[failed], x[failed]) and (res.l2[failed] == 0).all()
+    assert torch.equal(res.labels_after[failed], res.labels_before[failed])
+
+
+def test_a_budget_attack_returns_its_perturbed_image_even_when_it_fails(lenet, digits):
+    x, y = digits
+    res = build("pgd", eps=0.01, steps=2)(lenet, x, y)
+    assert (~res.success).any() and (res.linf[~res.success] > 0).all()
