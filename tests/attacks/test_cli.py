@@ -298,3 +298,10 @@ def test_robust_accuracy_is_accuracy_on_the_adversarials_whatever_target_or_conf
         res = make_attack("fgsm", eps=0.15)(lenet, x, y, target=target)
         oracle = float(((res.labels_before == y) & (res.labels_after == y)).float().mean())
         assert json.loads(r.stdout)["robust_accuracy"] == pytest.approx(oracle), extra
+
+
+def test_table_cells_are_padded_by_terminal_columns():
+    from foolkit.commands.attack import _cell
+
+    assert _cell("seven 七.png", 14) == "seven 七.png  "  # 七 takes two columns: 12 in all
+    assert _cell("七" * 20, 7) == "七七七 " and _cell("ab", 4) == "ab  "
