@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from foolkit.errors import FoolkitError, Interrupted
 from foolkit.runs import atomic_write_json, atomic_write_text
+from foolkit.utils import format_confidence
 
 
 @dataclass
@@ -71,12 +72,6 @@ class DemoSettings:
 CONFIDENCE = 0.9
 
 
-def _confidence(p: float) -> str:
-    """Rounded down, so a shown 99.99% was reached."""
-    digits = 2 if p < 0.9999 else 4
-    return f"{math.floor(p * 100 * 10**digits) / 10**digits:.{digits}f}%"
-
-
 # -- stages -----------------------------------------------------------------------------
 
 def stage_attack(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
@@ -98,8 +93,8 @@ def stage_attack(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
         adv_c = float(result.confidences_after[i])
         a = int(result.labels_after[i])
         img = panel([x[i], noise_image(result.adv[i] - x[i]), result.adv[i]],
-                    [f"original: {int(y[i])} ({_confidence(orig_c)})", f"noise (L2 {float(result.l2[i]):.2f})",
-                     f"adversarial: {a} ({_confidence(adv_c)})"], tile=160)
+                    [f"original: {int(y[i])} ({format_confidence(orig_c)})", f"noise (L2 {float(result.l2[i]):.2f})",
+                     f"adversarial: {a} ({format_confidence(adv_c)})"], tile=160)
         path = save_image(img, out / f"digit{i}.panel.png")
         figures.append((str(path.relative_to(out.parent)), f"digit {int(y[i])} → {a}"))
         rows.append({"label": int(y[i]), "adversarial": a, "confidence": adv_c, "l2": float(result.l2[i]),
@@ -133,7 +128,7 @@ def stage_evolve(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
     text = (f"Evolution (MAP-Elites over the 10 digits, population {s.population}, every generation scored in one "
             f"batched forward pass) found, with the direct pixel encoding in {d['generations']} generations "
             f"({d['seconds']:.1f} s of search), images that the network labels as digits with confidence ≥ 99.99% for "
-            f"{d['classes_at_99.99']} of 10 classes (lowest {_confidence(d['min_confidence'])})")
+            f"{d['classes_at_99.99']} of 10 classes (lowest {format_confidence(d['min_confidence'])})")
     if "cppn" in n:
         c = n["cppn"]
         text += (f"; with the CPPN encoding (regular, abstract patterns) {c['classes_at_99.99']} of 10 in "
@@ -162,7 +157,7 @@ def stage_retrain(out: Path, s: DemoSettings, seed: int, device: str,
             f"on held-out ones) while its test accuracy goes from {rounds[0].clean_accuracy * 100:.1f}% to "
             f"{last.clean_accuracy * 100:.1f}%, but a fresh evolution against the retrained network still fools "
             f"{last.fooled_classes} of 10 digit classes at ≥ 99% (median elite confidence "
-            f"{_confidence(last.median_confidence or 0)}). Classes fooled at ≥ 99% in rounds 0–{last.round}: "
+            f"{format_confidence(last.median_confidence or 0)}). Classes fooled at ≥ 99% in rounds 0–{last.round}: "
             f"{', '.join(str(r.fooled_classes) for r in rounds)}.")
     figs = [(str((out / "rounds.png").relative_to(out.parent)), "accuracy, fooled classes and recall per round"),
             (str((out / f"round-{last.round}" / "gallery.png").relative_to(out.parent)),
