@@ -290,6 +290,8 @@ def _finite(obj: Any) -> Any:
 
 #: marks a folder as a demo's own: a re-run may replace the stage folders in it
 MARKER = ".foolkit-demo"
+#: the folders the demo's stages write
+STAGE_NAMES = ("attack", "evolve", "retrain", "memorize")
 
 
 def _claim(out: Path) -> None:
@@ -298,10 +300,27 @@ def _claim(out: Path) -> None:
     its stage folders, and must never delete a user's files."""
     if out.exists() and not out.is_dir():
         raise FoolkitError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not (out / "summary.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not _old_demo(out / "summary.json"):
         raise FoolkitError(f"--out {out} holds files that are not a foolkit demo's; choose a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    for stage in STAGE_NAMES:
+        if (out / stage).exists() and not (out / stage).is_dir():
+            raise FoolkitError(f"--out {out} holds a file named {stage}, where the demo writes a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file
+        raise FoolkitError(f"cannot make --out {out}: {exc.strerror or type(exc).__name__}") from exc
     (out / MARKER).touch()
+
+
+def _old_demo(summary: Path) -> bool:
+    """Whether ``summary`` is the summary.json of a demo (from before the marker)."""
+    import json
+
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"quick", "stages", "seconds"} <= data.keys()
 
 
 def _clear(folder: Path) -> None:

@@ -118,3 +118,12 @@ def test_the_demo_never_deletes_files_it_did_not_write(cli, one_line_error, demo
     one_line_error(cli("demo", "--quick", "--out", tmp_path / "d"), "not a foolkit demo's")
     assert mine.read_text() == "x"
     assert (demo_dir / ".foolkit-demo").is_file()  # the demo's own folder: a re-run may replace its stages
+    (tmp_path / "d" / "summary.json").write_text("{}")  # any summary.json made the folder a demo's
+    one_line_error(cli("demo", "--quick", "--out", tmp_path / "d"), "not a foolkit demo's")
+    assert mine.read_text() == "x"
+    marked = tmp_path / "m"
+    marked.mkdir()
+    (marked / ".foolkit-demo").touch()
+    (marked / "attack").write_text("a file")
+    one_line_error(cli("demo", "--quick", "--out", marked), "a file named attack")
+    one_line_error(cli("demo", "--quick", "--out", marked / "attack" / "sub"), "cannot make --out")

@@ -62,7 +62,9 @@ def _build(method: str, norm: str | None, eps: float | None, steps: int | None, 
 
 
 def _fmt_conf(c: float) -> str:
-    return f"{100 * c:.1f}%"
+    from foolkit.utils import format_confidence
+
+    return format_confidence(c)  # rounded down: never a 100.0% that was not
 
 
 @click.command()
@@ -118,6 +120,10 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
         moot = [f"--{k.replace('_', '-')}" for k in ("subset", "batch_size", "data_dir") if k in typed]
         if moot:
             raise FoolkitError(f"{', '.join(moot)} only appl{'ies' if len(moot) == 1 else 'y'} with --dataset")
+    if dataset and eps is not None and not ATTACKS[method].budget and (target is not None or confidence):
+        raise FoolkitError(f"--eps with --method {method} is the radius of robust accuracy, the smallest untargeted "
+                           "mistake; a --target or --confidence search finds larger ones: drop one of them, or use "
+                           "--method pgd")
     if method == "fgsm" and "steps" in typed:
         raise FoolkitError("--method fgsm takes one step; drop --steps (bim and pgd iterate)")
     if confidence is None:
@@ -358,12 +364,15 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         "median_l2": med("l2"), "median_linf": med("linf"), "median_l1": med("l1"), "medians_of": "images fooled",
         "seconds": round(seconds, 2), "images_per_second": round(done / max(seconds, 1e-9), 2),
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
-        **({"interrupted": True, "of": n} if done < n else {}),
+        # the data may be in class order: say which classes the images done cover
+        **({"interrupted": True, "of": n, "labels_covered": sorted(set(ds.y[:done].tolist()))} if done < n else {}),
     }
     out.mkdir(parents=True, exist_ok=True)
     name = _eval_name(dataset, method, norm, eps, tgt, confidence, None if subset is None else n, steps, seed)
     path = out / (name if done == n else name.replace(".json", ".partial.json"))  # never in place of a whole one
     atomic_write_json(path, summary)
+    if done == n:  # an interrupted run's partial summary is superseded
+        (out / name.replace(".json", ".partial.json")).unlink(missing_ok=True)
     if as_json:
         emit_json(summary)
     else:
@@ -382,7 +391,10 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
     if done < n:
-        raise Interrupted(f"interrupted after {done} of {n} images; their summary is in {path}")
+        covered = summary["labels_covered"]
+        some = f" (classes {', '.join(model.classes[k] for k in covered[:5])}{', ...' if len(covered) > 5 else ''} " \
+               "only)" if len(covered) < len(ds.classes) else ""
+        raise Interrupted(f"interrupted after {done} of {n} images{some}; their summary is in {path}")
     info(f"wrote {path}")
 
 

@@ -295,7 +295,7 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     res = run_minnorm(dataset=dataset, subset=subset, test_subset=test_subset, kernel=kernel, degree=degree, sigma=sigma,
                       seed=seed, sgd=sgd, sgd_subset=sgd_subset, sgd_epochs=sgd_epochs, data_dir=data_dir,
                       quiet=as_json)
-    if sgd and sgd_subset > res["n"]:
+    if sgd and "sgd_subset" in typed and sgd_subset > res["n"]:
         info(f"foolkit: --sgd-subset {sgd_subset:,} is more than the {res['n']:,} training images: SGD ran on all of them")
     if not res["interpolates"]:
         info(f"foolkit: the {kernel} kernel matrix of these {res['n']:,} images has rank {res.get('rank', '< n')}: "

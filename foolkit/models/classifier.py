@@ -42,11 +42,17 @@ class Classifier(nn.Module):
         self.bounds: tuple[float, float] = (float(bounds[0]), float(bounds[1]))
         self.name = name or type(net).__name__
         self.meta: dict[str, Any] = dict(meta or {})
+        #: the most images ``net`` takes at once (None: any number)
+        self.max_batch: int | None = None
 
     # -- the module ------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, C, H, W)`` in ``bounds`` → logits ``(B, num_classes)``."""
-        return self.net((x - self.mean) / self.std)
+        """``x``: ``(B, C, H, W)`` in ``bounds`` → logits ``(B, num_classes)``; in chunks of at
+        most ``max_batch`` where the network takes no more (an export with a capped batch)."""
+        z = (x - self.mean) / self.std
+        if self.max_batch is not None and len(z) > self.max_batch:
+            return torch.cat([self.net(chunk) for chunk in z.split(self.max_batch)])
+        return self.net(z)
 
     def train(self, mode: bool = True) -> Classifier:
         """Like ``nn.Module.train`` but tolerant of children that refuse it.

@@ -206,30 +206,50 @@ def _sidecar_problem(meta: Any) -> str | None:
 
 
 def _probe(net: Any, meta: dict[str, Any], path: Path) -> None:
-    """Check a compiled model against its sidecar with forward passes of two black images, then
-    one: logits ``(B, len(classes))``, or one clear error instead of a shape error deep in a
+    """Check a compiled model against its sidecar with forward passes of one black image and of
+    two: logits ``(B, len(classes))``, or one clear error instead of a shape error deep in a
     command (an exported program traced at a fixed batch size takes no other)."""
     side = path.with_suffix(".json").name
     k = len(meta["classes"])
-    for b in (2, 1):
+    failed: dict[int, Exception] = {}
+    for b in (1, 2):
         try:
             with torch.no_grad():
                 out = net(torch.zeros(b, *(int(v) for v in meta["input_size"])))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
-            if b == 1:
-                raise FoolkitError(f"{path} takes 2 images but not 1: export it with a dynamic batch dimension "
-                                   f"(torch.export.Dim) ({type(exc).__name__}: {first})") from exc
-            raise FoolkitError(f"{path} does not take the input_size {list(meta['input_size'])} of {side} in a batch "
-                               f"of 2 ({type(exc).__name__}: {first})") from exc
+            failed[b] = exc
+            continue
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (b, k):
             shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise FoolkitError(f"{path} outputs {shape} for {b} image{'s' if b > 1 else ''}, but {side} lists {k} "
                                f"classes (expected [{b}, {k}])")
+    if failed:
+        b, exc = next(iter(failed.items()))
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        if len(failed) == 1:  # one batch size works, the other not: exported at a fixed batch size
+            raise FoolkitError(f"{path} takes {3 - b} image{'s' if b == 1 else ''} at a time but not {b}: export it "
+                               f"with a dynamic batch dimension (torch.export.Dim) ({type(exc).__name__}: {first})") from exc
+        raise FoolkitError(f"{path} does not take the input_size {list(meta['input_size'])} of {side} "
+                           f"({type(exc).__name__}: {first})") from exc
+
+
+def _max_batch(program: Any) -> int | None:
+    """The largest batch an exported program takes (its batch dimension's range), or None."""
+    try:
+        names = {s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"}
+        node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in names)
+        size = node.meta["val"].shape[0]
+        if not isinstance(size, torch.SymInt):
+            return int(size)
+        upper = program.range_constraints[size.node.expr].upper
+        return int(upper) if upper < 2**31 else None
+    except Exception:  # an unusual program: no cap known, the probe still guards the common cases
+        return None
 
 
 def _load_file(path: Path, weights: str | None) -> Classifier:
     meta = _read_sidecar(path)
+    max_batch: int | None = None
     c = int(meta["input_size"][0])
     mean, std = meta.get("mean", [0.0] * c), meta.get("std", [1.0] * c)
     if "arch" in meta:  # a foolkit-trained state dict
@@ -241,10 +261,12 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
                            "(TorchScript or torch.export) and carries its own weights")
     elif path.suffix == ".pt2":
         try:
-            net = torch.export.load(str(path)).module()
+            program = torch.export.load(str(path))
+            net = program.module()
         except Exception as exc:
             raise FoolkitError(f"{path} is not a loadable torch.export program ({type(exc).__name__})") from exc
         _probe(net, meta, path)
+        max_batch = _max_batch(program)
     else:
         try:
             # TorchScript archives hold TorchScript code and tensors, not pickled Python objects.
@@ -255,9 +277,11 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
             raise FoolkitError(f"{path} is not a TorchScript model or a foolkit state dict "
                                f"({type(exc).__name__}); sidecar {path.with_suffix('.json').name} has no 'arch'") from exc
         _probe(net, meta, path)
-    return Classifier(net, mean=mean, std=std, classes=meta["classes"], input_size=meta["input_size"],
-                      bounds=tuple(meta.get("bounds", (0.0, 1.0))), name=meta.get("name", path.stem),
-                      meta={k: v for k, v in meta.items() if k not in ("classes",)})
+    clf = Classifier(net, mean=mean, std=std, classes=meta["classes"], input_size=meta["input_size"],
+                     bounds=tuple(meta.get("bounds", (0.0, 1.0))), name=meta.get("name", path.stem),
+                     meta={k: v for k, v in meta.items() if k not in ("classes",)})
+    clf.max_batch = max_batch
+    return clf
 
 
 def load_model(name_or_path: str | os.PathLike[str], *, device: str | torch.device = "auto",
@@ -275,8 +299,9 @@ def load_model(name_or_path: str | os.PathLike[str], *, device: str | torch.devi
         path = Path(name)
         if path.suffix == ".json":
             path = next((p for p in (path.with_suffix(s) for s in (".pt", ".pt2", ".ts", ".pth")) if p.is_file()), path)
-        elif not path.exists() and path.with_name(path.name + ".pt").is_file():  # what `train --out NAME` wrote
-            path = path.with_name(path.name + ".pt")
+        elif not path.is_file():  # NAME for NAME.pt (what `train --out NAME` wrote), NAME.pt2, ...
+            path = next((p for p in (path.with_name(path.name + s) for s in (".pt", ".pt2", ".ts", ".pth"))
+                         if p.is_file()), path)
         if not path.exists():
             known = ", ".join(list(TORCHVISION) + bundled_models())
             raise FoolkitError(f"unknown model {name!r}: not a registry name ({known}) nor a file")

@@ -255,7 +255,8 @@ def test_evaluation_summaries_of_other_settings_or_folders_do_not_overwrite_each
     assert len(names) == 5 and not any(":" in n for n in names)
 
 
-def test_ctrl_c_in_an_evaluation_keeps_the_batches_done(cli, one_line_error, lenet, tmp_path, interrupt_on_call):
+def test_ctrl_c_in_an_evaluation_keeps_the_batches_done(cli, one_line_error, lenet, tmp_path, interrupt_on_call,
+                                                       monkeypatch):
     from foolkit.attacks.base import Attack
     from foolkit.data import load_dataset
 
@@ -273,6 +274,11 @@ def test_ctrl_c_in_an_evaluation_keeps_the_batches_done(cli, one_line_error, len
     ds = load_dataset("mnist", "test", subset=100, seed=0)  # oracle: the model on the same 40 digits
     x = ds.x[:40].float() / 255
     assert summary["clean_accuracy"] == float((lenet.predict(x)[0] == ds.y[:40]).float().mean())
+    assert summary["labels_covered"] == sorted(set(ds.y[:40].tolist()))
+    monkeypatch.undo()  # the same command run to the end replaces the partial summary
+    r = cli("attack", "--dataset", "mnist", "--subset", "100", "--batch-size", "40", "--model", "lenet-mnist",
+            "--method", "fgsm", "--eps", "0.2", "--out", out, "--json")
+    assert r.exit_code == 0 and [p.name for p in out.glob("*.json")] == [partial.name.replace(".partial", "")]
 
 
 def test_the_l1_table_shows_the_l1_distance(cli, digit_png, tmp_path):
@@ -305,3 +311,11 @@ def test_table_cells_are_padded_by_terminal_columns():
 
     assert _cell("seven 七.png", 14) == "seven 七.png  "  # 七 takes two columns: 12 in all
     assert _cell("七" * 20, 7) == "七七七 " and _cell("ab", 4) == "ab  "
+
+
+@pytest.mark.parametrize("extra", [["--target", "3"], ["--confidence", "0.9"]])
+def test_robust_accuracy_of_a_minimum_norm_search_is_untargeted_at_the_boundary(cli, one_line_error, tmp_path, extra):
+    """A targeted or confident search finds larger perturbations: robust accuracy at ε rose with them."""
+    one_line_error(cli("attack", "--dataset", "mnist", "--subset", "20", "--model", "lenet-mnist", "--method", "ddn",
+                       "--eps", "1", *extra, "--out", tmp_path), "smallest untargeted mistake")
+    assert not any(tmp_path.iterdir())
