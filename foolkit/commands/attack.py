@@ -22,6 +22,7 @@ from foolkit.attacks import ATTACKS, make_attack
 from foolkit.commands.common import (data_dir_option, device_option, emit_json, info, model_options, seed_option,
                                      typed_options)
 from foolkit.errors import FoolkitError
+from foolkit.utils import format_confidence  # rounded down: never a 100.0% that was not
 
 BUDGET_METHODS = tuple(k for k, v in ATTACKS.items() if v.budget)
 
@@ -59,12 +60,6 @@ def _build(method: str, norm: str | None, eps: float | None, steps: int | None, 
     if method in ("ddn", "cw", "lbfgs"):
         kwargs.pop("norm")
     return make_attack(method, **kwargs)
-
-
-def _fmt_conf(c: float) -> str:
-    from foolkit.utils import format_confidence
-
-    return format_confidence(c)  # rounded down: never a 100.0% that was not
 
 
 @click.command()
@@ -231,9 +226,9 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
         info(f"foolkit: {path}: {note}")
     peak = float(delta.abs().max())
     # the confidence on the first line: a long class name is cut on its own line, never the figure
-    captions = [f"original ({_fmt_conf(conf0)})\n{model.classes[lab0]}",
+    captions = [f"original ({format_confidence(conf0)})\n{model.classes[lab0]}",
                 f"noise (x{_amplification(peak)})" if peak > 0 else "noise (none)",
-                f"adversarial ({_fmt_conf(conf1)})\n{model.classes[lab1]}"]
+                f"adversarial ({format_confidence(conf1)})\n{model.classes[lab1]}"]
     title = (f"{model_name} · {method} ({norm})" + (f" · target {model.classes[tgt]}" if tgt is not None else "")
              + ("" if success else " · FAILED"))
     save_image(adv, out / f"{stem}.adv.png")
@@ -286,8 +281,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     click.echo("-" * len(head))
     for r in rows:
         o, a = r["original"], r["adversarial"]
-        click.echo(f"{_cell(Path(r['image']).name, 28)} {_cell(o['name'][:14] + ' ' + _fmt_conf(o['confidence']), 22)} "
-                   f"{_cell(a['name'][:14] + ' ' + _fmt_conf(a['confidence']), 22)} {'yes' if r['success'] else 'NO':<3} "
+        click.echo(f"{_cell(Path(r['image']).name, 28)} {_cell(o['name'][:14] + ' ' + format_confidence(o['confidence']), 22)} "
+                   f"{_cell(a['name'][:14] + ' ' + format_confidence(a['confidence']), 22)} {'yes' if r['success'] else 'NO':<3} "
                    + "".join(f" {r[k]:8.4f}" for k in norms) + f" {r['seconds']:6.2f}")
 
 

@@ -8,6 +8,7 @@ import click
 import torch
 
 from foolkit.commands.common import device_option, emit_json, model_options
+from foolkit.utils import format_confidence
 
 
 @click.command()
@@ -45,11 +46,4 @@ def _show(images: tuple[str, ...], conf: list[list[float]], labels: list[list[in
         else:
             click.echo(f"{path}  ({model_name}; class, its index, confidence)")
             for rank, r in enumerate(rows, 1):
-                click.echo(f"  {rank:>2}. {r['name'][:40]:<40} {r['label']:>5}  {_percent(r['confidence']):>10}")
-
-
-def _percent(c: float) -> str:
-    """A confidence as the table shows it: 99.991%, never a 100.0000% that is not."""
-    from foolkit.utils import format_confidence
-
-    return format_confidence(c)
+                click.echo(f"  {rank:>2}. {r['name'][:40]:<40} {r['label']:>5}  {format_confidence(r['confidence']):>10}")
