@@ -12,7 +12,8 @@
    the same extra time measured against the forward's (the stricter reading). LeNet (direct, CPPN) and
    a random-weight ResNet-50 (CPPN colour at 224 px); populations 200 and 32 on CPU, 4096 and
    256 on a GPU (whose batch the population is; there LeNet also at 32768, in one chunk). Then
-   the time of each phase of a generation (ask, decode, score, tell), to show where the overhead goes.
+   the time of each phase of a generation (ask, decode, score, tell), to show where the overhead goes,
+   and the rate of ``run_evolution`` itself (loop_overhead: the steps plus the loop's own work).
 
 Usage: python bench/evolve.py [--quick] [--device cpu|cuda]. The machine may be shared:
 load averages are recorded beside every timing.
@@ -25,6 +26,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -160,6 +162,7 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     overhead = sorted(1 - r / f for r, f in zip(rate, fwd))
     extra = sorted(f / r - 1 for r, f in zip(rate, fwd))  # the same rounds, ordered alike (a monotone map)
     split = phases(evo, generations) if config.population <= config.genomes_per_forward else None
+    loop = whole_loop(model, config, rounds * generations)
     return {"model": name, "encoding": config.encoding, "population": config.population,
             "channels": config.image_channels(model), "image_size": list(config.image_size(model)),
             "generations_timed": [2, 1 + rounds * generations], **{k: float(v) for k, v in evo.describe().items()},
@@ -170,8 +173,20 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
             "overhead_min_max": [round(overhead[0], 3), round(overhead[-1], 3)],
             "time_overhead": round(statistics.median(extra), 3),
             "time_overhead_min_max": [round(extra[0], 3), round(extra[-1], 3)],
+            "loop_evaluations_per_s": round(loop, 1),
+            "loop_overhead": round(1 - loop / statistics.median(fwd), 3),
             "phases_ms": split,
             "load_before": before, "load_after": load()}
+
+
+def whole_loop(model: Classifier, config: EvolveConfig, generations: int) -> float:
+    """Evaluations per second of ``run_evolution`` itself (no run folder, no bar), generations 2 ..
+    1 + ``generations``: ``throughput`` times the steps alone, this adds what the loop does around
+    them each generation (statistics read back from the device, the log line, the stopping rules)."""
+    stamps: list[float] = []
+    run_evolution(model, replace(config, generations=1 + generations), progress=False,
+                  on_generation=lambda rec: stamps.append(time.perf_counter()))
+    return config.population * generations / (stamps[-1] - stamps[0])
 
 
 def resnet50(dev: torch.device) -> Classifier:

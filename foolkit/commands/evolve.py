@@ -111,7 +111,8 @@ def _refuse_moot(config: Any, typed: set[str]) -> None:
               help="Stop after T of this invocation (seconds, or 90s, 15m, 8h; a resumed run gets T again; "
                    "none lifts a resumed run's limit).")
 @click.option("--until", "until_text", default=None, metavar="CONF",
-              help="Stop once every evolved class reaches CONF (0.9999 or 99.99%; none lifts a resumed run's).")
+              help="Stop once every evolved class reaches CONF (0.9999 or 99.99%; none lifts a resumed run's; "
+                   "on a GPU it may run one generation more).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out (default: the folder this command would start) from its last checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the archive summary as JSON on stdout.")

@@ -7,6 +7,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -69,23 +70,49 @@ def _reached(search: MapElites | GradientAscent, until: float | None) -> torch.T
     return (conf >= until).all().view(1) if until is not None else torch.zeros(1, dtype=torch.bool, device=conf.device)
 
 
-def _record(search: MapElites | GradientAscent, update: ArchiveUpdate, seconds: float,
-            until: float | None) -> tuple[dict[str, Any], bool]:
-    """The generation's log line, and whether every cell has reached ``until``."""
-    conf = search.archive.confidence
-    # one host sync per generation, the search's own statistics included; the thresholds compared
-    # on the tensor, as --until compares
-    counts = [(conf >= t).sum(0, keepdim=True) for t in (0.99, 0.9999)]
-    stats = search.describe()
-    read = torch.cat([conf, *counts, update.improved.sum(0, keepdim=True), _reached(search, until)]
-                     + [v.to(conf.dtype).view(1) for v in stats.values()]).tolist()
-    n = len(conf)
-    values, (at_99, at_9999, improved, reached), described = read[:n], read[n:n + 4], read[n + 4:]
-    srt = sorted(values)
-    rec = {"generation": search.generation, "evaluations": search.evaluations, "min": srt[0],
-           "median": float(np.median(srt)), "max": srt[-1], "at_99": int(at_99), "at_9999": int(at_9999),
-           "improved": int(improved), "seconds": round(seconds, 3), **dict(zip(stats, described))}
-    return rec, bool(reached)
+def readback_lag(device: torch.device) -> int:
+    """How many generations late the loop reads a generation's statistics back on ``device``.
+
+    Reading numbers back waits for the device to finish the queued work. Once a generation on a
+    GPU, that leaves it idle while the host writes the log line and then launches the next
+    generation's first small kernels (variation, a few microseconds each on the GPU, several on
+    the host). Read one generation late, the host does that while the GPU still works on the
+    generation after. On the CPU nothing runs ahead: 0."""
+    return 1 if device.type == "cuda" else 0
+
+
+class _Pending:
+    """One generation's log statistics on their way back from the device: packed into one tensor
+    and copied to the host without waiting (:meth:`read` waits)."""
+
+    def __init__(self, search: MapElites | GradientAscent, update: ArchiveUpdate, until: float | None):
+        conf = search.archive.confidence
+        # the thresholds compared on the tensor, as --until compares
+        counts = [(conf >= t).sum(0, keepdim=True) for t in (0.99, 0.9999)]
+        stats = search.describe()
+        packed = torch.cat([conf, *counts, update.improved.sum(0, keepdim=True), _reached(search, until)]
+                           + [v.to(conf.dtype).view(1) for v in stats.values()])
+        self.generation, self.evaluations, self.cells, self.names = (search.generation, search.evaluations,
+                                                                     len(conf), list(stats))
+        self.event: torch.cuda.Event | None = None
+        if packed.device.type == "cuda":  # into pinned memory, in stream order; the event marks it done
+            self.values = packed.to("cpu", non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.values = packed
+
+    def read(self, seconds: float) -> tuple[dict[str, Any], bool]:
+        """The generation's log line (stamped ``seconds``), and whether every cell had reached ``until``."""
+        if self.event is not None:
+            self.event.synchronize()
+        read, n = self.values.tolist(), self.cells
+        values, (at_99, at_9999, improved, reached), described = read[:n], read[n:n + 4], read[n + 4:]
+        srt = sorted(values)
+        rec = {"generation": self.generation, "evaluations": self.evaluations, "min": srt[0],
+               "median": float(np.median(srt)), "max": srt[-1], "at_99": int(at_99), "at_9999": int(at_9999),
+               "improved": int(improved), "seconds": round(seconds, 3), **dict(zip(self.names, described))}
+        return rec, bool(reached)
 
 
 def _save(run: RunDir, search: MapElites | GradientAscent, config: EvolveConfig, model_name: str,
@@ -215,13 +242,32 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
 def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, search: MapElites | GradientAscent,
                  logbook: tools.Logbook, seconds_before: float, classes: list[int], names: list[str],
                  on_generation: Callable[[dict[str, Any]], None] | None, progress: bool) -> EvolveResult:
-    """The generation loop, then the outputs."""
+    """The generation loop, then the outputs. A generation's log line is written when its
+    statistics are read back, :func:`readback_lag` generations after it ran (all of them before a
+    checkpoint and at the end): so on a GPU ``--until`` may stop one generation after the one that
+    reached it."""
     t0 = time.perf_counter()
     stopped = "generations"
-    reached: bool | None = None  # every cell at --until, as of the last generation's record
+    reached: bool | None = None  # every cell at --until, as of the last generation read back
+    lag = readback_lag(search.gen.device)
+    pending: deque[_Pending] = deque()
+    last: dict[str, Any] = {}  # the last log line read back
     bar = tqdm(total=config.generations, initial=min(search.generation, config.generations), unit="gen",
                desc=f"{config.method} {config.encoding if config.method == 'evolve' else ''}".strip(),
                disable=None if progress else True, dynamic_ncols=True)
+
+    def read_back(keep: int) -> None:
+        """Log every pending generation but the last ``keep``."""
+        nonlocal reached, last
+        while len(pending) > keep:
+            last, reached = pending.popleft().read(seconds_before + time.perf_counter() - t0)
+            logbook.record(**last)
+            if run is not None:
+                run.log(last)
+            bar.set_postfix(best=f"{last['max']:.4f}", median=f"{last['median']:.4f}", refresh=False)
+            if on_generation is not None:
+                on_generation(last)
+
     stop = _StopFlag()
     try:
         with stop.installed():
@@ -238,25 +284,22 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                 if config.time_limit is not None and elapsed >= config.time_limit:
                     stopped = "time-limit"
                     break
-                update = search.step()
-                rec, reached = _record(search, update, seconds_before + time.perf_counter() - t0, config.until)
-                logbook.record(**rec)
-                if run is not None:
-                    run.log(rec)
-                    if search.generation % config.checkpoint_every == 0:
-                        _save(run, search, config, model.name, logbook, rec["seconds"])
+                pending.append(_Pending(search, search.step(), config.until))
+                checkpoint = run is not None and search.generation % config.checkpoint_every == 0
+                read_back(0 if checkpoint or stop.requested else lag)
                 bar.update(1)
-                bar.set_postfix(best=f"{rec['max']:.4f}", median=f"{rec['median']:.4f}", refresh=False)
-                if on_generation is not None:
-                    on_generation(rec)
+                if checkpoint and run is not None:
+                    _save(run, search, config, model.name, logbook, last["seconds"])
                 if stop.requested:
+                    read_back(0)  # (asked for while reading back)
                     where = ""
                     if run is not None:
-                        _save(run, search, config, model.name, logbook, rec["seconds"])
+                        _save(run, search, config, model.name, logbook, last["seconds"])
                         _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
-                                       search.archive.found.tolist(), rec["seconds"], logbook, progress)
+                                       search.archive.found.tolist(), last["seconds"], logbook, progress)
                         where = f"; checkpoint and elites so far saved in {run.path}"
                     raise Interrupted(f"interrupted after generation {search.generation}{where}")
+            read_back(0)
     finally:
         bar.close()
 

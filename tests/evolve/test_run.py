@@ -142,9 +142,42 @@ def test_resume_after_kill_equals_uninterrupted_run(lenet, tmp_path: Path) -> No
     assert la == lb and [r["generation"] for r in lb] == list(range(1, 8))
 
 
-def test_ctrl_c_checkpoints_and_resumes(lenet, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lag", [1, 2])
+def test_statistics_read_back_late_log_the_same_run(lenet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    lag: int) -> None:
+    """On a GPU the loop reads each generation's statistics back a generation late (no host sync
+    per generation); forced here on the CPU, the log, checkpoints and callbacks are those of the
+    run read at once, and --until stops at most ``lag`` generations after the one that reached it."""
+    cfg = EvolveConfig(generations=7, population=40, seed=5, checkpoint_every=3)
+    seen: dict[int, list[int]] = {0: [], lag: []}
+    run_evolution(lenet, cfg, out=tmp_path / "now", progress=False, on_generation=lambda r: seen[0].append(r["generation"]))
+    monkeypatch.setattr("foolkit.evolve.runner.readback_lag", lambda device: lag)
+    run_evolution(lenet, cfg, out=tmp_path / "late", progress=False,
+                  on_generation=lambda r: seen[lag].append(r["generation"]))
+    fa, ga, la = _final(tmp_path / "now")
+    fb, gb, lb = _final(tmp_path / "late")
+    assert torch.equal(fa, fb) and torch.equal(ga, gb) and la == lb
+    assert seen[0] == seen[lag] == list(range(1, 8))
+
+    goal = replace(cfg, generations=40, until=0.99, checkpoint_every=100)
+    monkeypatch.setattr("foolkit.evolve.runner.readback_lag", lambda device: 0)
+    at_once = run_evolution(lenet, goal, progress=False)
+    monkeypatch.setattr("foolkit.evolve.runner.readback_lag", lambda device: lag)
+    late = run_evolution(lenet, goal, progress=False)
+    g = at_once.generations_done
+    assert at_once.stopped == late.stopped == "until" and 1 < g < 40
+    assert late.generations_done == g + lag  # it learns of generation g's success after generation g + lag
+    assert [r["generation"] for r in late.history] == list(range(1, g + lag + 1))
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in late.history]
+    assert strip[:g] == [{k: v for k, v in r.items() if k != "seconds"} for r in at_once.history]
+    assert late.history[g - 1]["min"] >= 0.99 > late.history[g - 2]["min"]
+
+
+@pytest.mark.parametrize("lag", [0, 1])
+def test_ctrl_c_checkpoints_and_resumes(lenet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lag: int) -> None:
     cfg = EvolveConfig(encoding="cppn", generations=6, population=30, seed=2, checkpoint_every=100)
     run_evolution(lenet, cfg, out=tmp_path / "whole", progress=False)
+    monkeypatch.setattr("foolkit.evolve.runner.readback_lag", lambda device: lag)  # (as on a GPU: read late)
 
     def ctrl_c(rec: dict) -> None:
         if rec["generation"] == 3:
@@ -152,9 +185,11 @@ def test_ctrl_c_checkpoints_and_resumes(lenet, tmp_path: Path) -> None:
 
     with pytest.raises(Interrupted) as exc:
         run_evolution(lenet, cfg, out=tmp_path / "cut", progress=False, on_generation=ctrl_c)
-    assert exc.value.exit_code == 130 and "after generation 3" in str(exc.value)
+    done = 3 + lag  # Ctrl-C during generation 3 + lag (3's line is read then): that one is finished
+    assert exc.value.exit_code == 130 and f"after generation {done}" in str(exc.value)
+    assert [r["generation"] for r in RunDir(tmp_path / "cut").read_log()] == list(range(1, done + 1))
     stopped = json.loads((tmp_path / "cut" / "archive.json").read_text())  # the images so far, not only a checkpoint
-    assert stopped["generations_done"] == 3 and (tmp_path / "cut" / "gallery.png").is_file()
+    assert stopped["generations_done"] == done and (tmp_path / "cut" / "gallery.png").is_file()
     assert all((tmp_path / "cut" / c["image"]).is_file() for c in stopped["classes"])
     run_evolution(lenet, cfg, out=tmp_path / "cut", resume=True, progress=False)
     from foolkit.runs import load_checkpoint
