@@ -106,7 +106,8 @@ def _refuse_moot(config: Any, typed: set[str]) -> None:
 @click.option("--seed", type=SEED, default=None, help="Random seed [default: 0].")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/evolve-<model>-<encoding>].")
-@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations [default: 10].")
+@click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations (with the elites and gallery so far, "
+                   "once a minute at most) [default: 10].")
 @click.option("--time-limit", default=None, metavar="T",
               help="Stop after T of this invocation (seconds, or 90s, 15m, 8h; a resumed run gets T again; "
                    "none lifts a resumed run's limit).")

@@ -142,6 +142,38 @@ def test_resume_after_kill_equals_uninterrupted_run(lenet, tmp_path: Path) -> No
     assert la == lb and [r["generation"] for r in lb] == list(range(1, 8))
 
 
+@pytest.mark.parametrize("every, spacing, saved", [(0.0, 0.0, 6), (0.0, 1e9, 2), (1e9, 0.0, None)])
+def test_a_killed_run_leaves_the_outputs_of_a_checkpoint(lenet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         every: float, spacing: float, saved: int | None) -> None:
+    """Checkpoints write the elites, gallery and archive.json so far too, once OUTPUTS_EVERY_S and
+    OUTPUTS_SPACING times the last writing's duration have passed since it (or the start): with
+    0 and 0 at every checkpoint, with a huge spacing at the first only, with a huge wait never."""
+    from foolkit.runs import load_checkpoint
+
+    monkeypatch.setattr("foolkit.evolve.runner.OUTPUTS_EVERY_S", every)
+    monkeypatch.setattr("foolkit.evolve.runner.OUTPUTS_SPACING", spacing)
+    cfg = EvolveConfig(generations=9, population=40, seed=5, checkpoint_every=2)
+
+    def kill(rec: dict) -> None:
+        if rec["generation"] == 7:
+            raise SystemExit("simulated kill -9")
+
+    with pytest.raises(SystemExit):
+        run_evolution(lenet, cfg, out=tmp_path, progress=False, on_generation=kill)
+    assert not list(tmp_path.rglob("*.tmp*"))
+    if saved is None:
+        assert not (tmp_path / "archive.json").exists() and not (tmp_path / "elites").exists()
+        return
+    arch = json.loads((tmp_path / "archive.json").read_text())
+    assert arch["generations_done"] == saved
+    assert (tmp_path / "gallery.png").is_file() and (tmp_path / "progress.png").is_file()
+    images = torch.stack([load_image(tmp_path / c["image"], 1) for c in arch["classes"]])
+    conf = torch.softmax(lenet(images), 1).diagonal()  # the PNGs on disk fool as archive.json says
+    assert torch.allclose(conf, torch.tensor([c["confidence"] for c in arch["classes"]]), atol=1e-5)
+    _, tensors = load_checkpoint(tmp_path / "checkpoint.pt")  # and they are the checkpoint's elites
+    assert saved != 6 or torch.allclose(conf, tensors["search"]["archive"]["fitness"].exp(), atol=1e-5)
+
+
 @pytest.mark.parametrize("lag", [1, 2])
 def test_statistics_read_back_late_log_the_same_run(lenet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     lag: int) -> None:
