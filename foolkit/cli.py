@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
-    except OSError as exc:  # the file system said no: an output folder under a file, no permission, a full disk
+    except NotADirectoryError as exc:  # an output path through a file: what was asked, not the machine
+        print(f"foolkit: error: cannot write {exc.filename}: part of that path is a file, not a folder", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no: no permission, a full disk
         what = exc.strerror or type(exc).__name__
         print(f"foolkit: error: {what}: {exc.filename}" if exc.filename else f"foolkit: error: {what}", file=sys.stderr)
         return 1

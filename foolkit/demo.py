@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from foolkit.errors import FoolkitError, Interrupted
+from foolkit.errors import FoolkitError, Interrupted, MachineError
 from foolkit.runs import atomic_write_json, atomic_write_text
 from foolkit.utils import format_confidence
 
@@ -307,8 +307,10 @@ def _claim(out: Path) -> None:
             raise FoolkitError(f"--out {out} holds a file named {stage}, where the demo writes a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a parent is a file
+    except (NotADirectoryError, FileExistsError) as exc:  # a parent is a file
         raise FoolkitError(f"cannot make --out {out}: {exc.strerror or type(exc).__name__}") from exc
+    except OSError as exc:  # no permission, a read-only disk
+        raise MachineError(f"cannot make --out {out}: {exc.strerror or type(exc).__name__}") from exc
     (out / MARKER).touch()
 
 

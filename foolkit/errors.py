@@ -16,3 +16,9 @@ class Interrupted(FoolkitError):
     what and how to go on (exit code 130, as for SIGINT)."""
 
     exit_code = 130
+
+
+class MachineError(FoolkitError):
+    """The machine said no to something reasonable: no permission, a full disk (exit code 1)."""
+
+    exit_code = 1

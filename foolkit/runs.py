@@ -128,17 +128,17 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 @contextlib.contextmanager
 def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: str | None = None) -> Iterator[None]:
-    """Around starting a new run (its :meth:`RunDir.create` inside): if it fails with an error before
-    the file ``saved`` (default: the checkpoint) exists, remove what it wrote (:meth:`RunDir.discard`),
-    so that the corrected command can use the same folder (a resume could not change the setting
-    at fault). Ctrl-C keeps the run: resuming it starts where it would. A resumed run, or a folder
-    that already holds one (which ``create`` refuses), is never touched."""
+    """Around starting a new run (its :meth:`RunDir.create` inside): if it fails with an error, or
+    is interrupted, before the file ``saved`` (default: the checkpoint) exists, remove what it wrote
+    (:meth:`RunDir.discard`), so that the corrected command can use the same folder (a resume could
+    not change the setting at fault, and would start from the beginning anyway). A resumed run, or a
+    folder that already holds one (which ``create`` refuses), is never touched."""
     fresh = (run is not None and not resume and not run.config_path.exists()
              and not run.checkpoint_path.exists())
     existed = run is not None and run.path.exists()
     try:
         yield
-    except Exception:
+    except BaseException:  # (a second Ctrl-C too: KeyboardInterrupt)
         if fresh and run is not None and not (run.file(saved) if saved else run.checkpoint_path).exists():
             run.discard(remove_folder=not existed)
         raise

@@ -178,6 +178,8 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     config.validate()
     _refuse_moot(config, typed_here)
     model = load_model(model_name, device=device, weights=weights)
+    if gray and model.input_size[0] == 1:
+        raise FoolkitError(f"--gray means nothing to {model.name}: it takes gray images already; drop it")
     try:
         result = run_evolution(model, config, out=out, resume=resume, progress=True)
     except Interrupted as exc:

@@ -14,7 +14,7 @@ import click
 
 from foolkit.commands.common import (command_line, data_dir_option, device_option, emit_json, info, seed_option,
                                      typed_options)
-from foolkit.errors import FoolkitError, Interrupted
+from foolkit.errors import FoolkitError, Interrupted, MachineError
 
 #: attacks that adversarial training can use: the budget attacks (they take --adv-eps/--adv-steps/--adv-norm)
 ADV_METHODS = ("fgsm", "bim", "pgd")
@@ -76,7 +76,7 @@ def check_output(path: Path, others: list[Path]) -> None:
     if not parent.is_dir():
         raise FoolkitError(f"cannot write {path}: {parent} is a file, not a folder; choose another --out")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise FoolkitError(f"cannot write {path}: no permission to write in {parent}")
+        raise MachineError(f"cannot write {path}: no permission to write in {parent}")
 
 
 _PARAM = {"arch_kwargs": "arch_opt"}  # a setting whose click parameter is named otherwise

@@ -64,6 +64,7 @@ def test_a_resume_with_other_weights_is_refused(cli, one_line_error, tmp_path: P
     (["--seed", "99999999999999999999"], ["seed"]),
     (["--seed", "-1"], ["seed"]),
     (["--method", "gradient", "--encoding", "cppn"], ["gradient"]),
+    (["--gray"], ["--gray means nothing to lenet-mnist"]),
 ])
 def test_cli_bad_values_fail_in_one_line(cli, one_line_error, tmp_path: Path, args: list[str],
                                          fragments: list[str]) -> None:
@@ -174,7 +175,7 @@ def test_classes_are_names_first_as_for_attack_and_resume_compares_meanings(cli,
                                                                              tmp_path: Path) -> None:
     """A model whose classes are named "1".."5": --classes 5 is the class named 5 (index 4), as
     `attack --target 5` would be; resuming with the same classes in another order or spelling,
-    or with --gray on a gray model, is the same run."""
+    is the same run (--gray on a gray model is refused: it would change nothing)."""
     from foolkit.models import new_model, save_model
 
     torch.manual_seed(0)
@@ -185,7 +186,9 @@ def test_classes_are_names_first_as_for_attack_and_resume_compares_meanings(cli,
     assert r.exit_code == 0, r.stderr
     assert [(c["index"], c["name"]) for c in json.loads(r.stdout)["classes"]] == [(0, "1"), (4, "5")]
     assert json.loads((out / "config.json").read_text())["config"]["classes"] == [0, 4]
-    r = cli("evolve", "-m", path, "-g", "2", "--classes", "1,5", "--gray", "--resume", "--out", out, "--device", "cpu")
+    one_line_error(cli("evolve", "-m", path, "-g", "2", "--classes", "1,5", "--gray", "--resume", "--out", out,
+                       "--device", "cpu"), "--gray means nothing")  # refused, not ignored
+    r = cli("evolve", "-m", path, "-g", "2", "--classes", "1,5", "--resume", "--out", out, "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     one_line_error(cli("evolve", "-m", path, "-g", "3", "--classes", "1,4", "--resume", "--out", out,
                        "--device", "cpu"), "cannot change classes")
@@ -245,3 +248,10 @@ def test_cppn_hidden_capacity_is_an_option_and_its_use_is_logged(cli, tmp_path: 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert all(rec["hidden_nodes"] <= 2 and 0 <= rec["hidden_full"] <= 1 for rec in log)
     assert log[-1]["hidden_full"] > 0  # twelve generations of add-node (p = 0.5) fill two slots
+
+
+def test_an_out_under_a_file_is_one_line_and_exit_2(cli, one_line_error, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    r = cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", tmp_path / "afile" / "sub", "--device", "cpu")
+    one_line_error(r, "part of that path is a file")
+    assert r.exit_code == 2 and (tmp_path / "afile").read_text() == "x"

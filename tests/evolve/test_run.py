@@ -386,3 +386,18 @@ def test_a_run_leaves_the_callers_global_rngs_as_they_were(lenet, tmp_path: Path
 def lenet_view(images: torch.Tensor) -> torch.Tensor:
     """8 × 8 evolved images as the bundled LeNet sees them (the scorer's resize to 28 × 28)."""
     return model_view(images, (1, 28, 28))
+
+
+def test_a_run_cut_short_before_its_first_checkpoint_leaves_nothing(lenet, tmp_path: Path) -> None:
+    """A second Ctrl-C (KeyboardInterrupt, no checkpoint written) before the first checkpoint: the
+    folder goes, and the same command can start again."""
+    cfg = EvolveConfig(generations=6, population=20, seed=1, checkpoint_every=4)
+
+    def second_ctrl_c(rec: dict) -> None:
+        if rec["generation"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_evolution(lenet, cfg, out=tmp_path / "run", progress=False, on_generation=second_ctrl_c)
+    assert not (tmp_path / "run").exists()
+    assert run_evolution(lenet, cfg, out=tmp_path / "run", progress=False).generations_done == 6
