@@ -233,6 +233,20 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return "\n".join(lines)
 
 
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """``text`` broken between words into lines of at most ``width`` pixels (a word longer than
+    that is cut, as :func:`_fit` cuts)."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        start = len(lines)
+        for word in paragraph.split():
+            if len(lines) > start and draw.textlength(lines[-1] + " " + word, font=font) <= width:
+                lines[-1] += " " + word
+            else:
+                lines.append(word)
+    return _fit(draw, "\n".join(lines), font, width)
+
+
 def panel(images: Sequence[torch.Tensor], captions: Sequence[str], *, tile: int = 224,
           title: str | None = None) -> Image.Image:
     """Side-by-side tiles, each scaled to ``tile`` px high (nearest for small images) and
@@ -253,12 +267,14 @@ def grid(images: Sequence[torch.Tensor], captions: Sequence[str] | None = None, 
     font = _font(font_size, (title or "") + "".join(captions))
     lines = max((c.count("\n") + 1 for c in captions if c), default=0)
     cap_h = (font_size + 4) * lines + (6 if lines else 0)
-    title_h = font_size + 14 if title else 0
     pad = 6
-    canvas = Image.new("RGB", (columns * (tile + pad) + pad, title_h + rows * (tile + cap_h + pad) + pad), "white")
+    width = columns * (tile + pad) + pad
+    title = _wrap(ImageDraw.Draw(Image.new("RGB", (1, 1))), title, font, width - 2 * pad) if title else ""
+    title_h = (font_size + 4) * (title.count("\n") + 1) + 10 if title else 0
+    canvas = Image.new("RGB", (width, title_h + rows * (tile + cap_h + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
-        draw.text((pad, 5), _fit(draw, title, font, canvas.width - 2 * pad), fill="black", font=font)
+        draw.multiline_text((pad, 5), title, fill="black", font=font, spacing=4)
     for i, (img, cap) in enumerate(zip(images, captions)):
         r, c = divmod(i, columns)
         pil = to_pil(img).convert("RGB")

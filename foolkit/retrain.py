@@ -341,9 +341,9 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             rec.pool_size = int(len(pool)) if r > 0 else 0
             rounds.append(rec)
             _save_round(run, r, model, arch, base, config, gallery, rec)
+            run.log(dataclasses.asdict(rec))  # before the checkpoint: a resume truncates a line it did not save
             save_checkpoint(run.checkpoint_path, meta={"rounds": [dataclasses.asdict(x) for x in rounds], "data": data},
                             tensors={"pool": pool.cpu(), "pool_y": pool_y.cpu(), "measured": measured.cpu()})
-            run.log(dataclasses.asdict(rec))
             _write_report(run, config, rounds, data)
             bar.update(1)
             bar.set_postfix(_postfix(rec))
@@ -492,6 +492,7 @@ def _save_round(run: RunDir, r: int, model: Classifier, arch: str, base: Classif
     folder = run.file(f"round-{r}")
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, folder / "model.pt", arch=arch, arch_kwargs=base.meta.get("arch_kwargs", {}),
+               name=f"{base.name}-{config.kind}-r{r}",  # not "model": it names evolve's folders and galleries
                extra={"retrain": {"round": r, "kind": config.kind, "from": config.model},
                       "test_accuracy": rec.clean_accuracy})
     images, captions = gallery

@@ -162,3 +162,20 @@ def test_captions_set_a_visible_space_between_words():
     draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
     space = draw.textlength("images against", font=font) - draw.textlength("imagesagainst", font=font)
     assert space >= 0.3 * 14  # DejaVu Sans: 4.45 px at 14 px; Pillow's built-in font: 3.0, drawn as nothing
+
+
+def test_a_long_title_wraps_between_words_instead_of_being_cut() -> None:
+    from PIL import Image, ImageDraw
+
+    from foolkit.images import _font, _wrap, grid
+
+    title = "lenet-mnist, gradient ascent, 100 generations\nsecond paragraph"
+    font = _font(10, title)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = _wrap(draw, title, font, 120)
+    assert wrapped.split() == title.split() and "…" not in wrapped  # every word, none cut
+    assert all(draw.textlength(line, font=font) <= 120 for line in wrapped.split("\n"))
+    assert wrapped.split("\n")[-1] == "second paragraph"  # a line break given stays one
+    tiles = [torch.zeros(1, 8, 8)] * 2
+    one_line, wrapped_height = grid(tiles, tile=112, title="short").height, grid(tiles, tile=112, title=title).height
+    assert wrapped_height > one_line

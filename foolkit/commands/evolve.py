@@ -134,7 +134,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     """
     from foolkit.errors import Interrupted
     from foolkit.evolve import EvolveConfig, run_evolution
-    from foolkit.evolve.report import format_confidence
+    from foolkit.evolve.report import format_confidence, slug
     from foolkit.models import load_model
     from foolkit.runs import read_json
 
@@ -163,9 +163,10 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     if method == "gradient" and encoding == "cppn":
         raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
     typed = {k: v for k, v in given.items() if v is not None}
+    model = load_model(model_name, device=device, weights=weights)
     if out is None:  # the folder a fresh run with these options would use, and so the one --resume looks in
         method_or_encoding = "gradient" if method == "gradient" else encoding or "direct"
-        out = f"runs/evolve-{Path(model_name).stem}-{method_or_encoding}"
+        out = f"runs/evolve-{slug(model.name)}-{method_or_encoding}"
     base = EvolveConfig()
     if resume:
         saved = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else None
@@ -177,7 +178,6 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     config = EvolveConfig.from_dict({**base.to_dict(), **typed, **lifted})
     config.validate()
     _refuse_moot(config, typed_here)
-    model = load_model(model_name, device=device, weights=weights)
     if gray and model.input_size[0] == 1:
         raise FoolkitError(f"--gray means nothing to {model.name}: it takes gray images already; drop it")
     try:

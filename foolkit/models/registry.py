@@ -312,12 +312,13 @@ def load_model(name_or_path: str | os.PathLike[str], *, device: str | torch.devi
 
 
 def save_model(model: Classifier, path: str | os.PathLike[str], *, arch: str, arch_kwargs: dict[str, Any] | None = None,
-               extra: dict[str, Any] | None = None) -> Path:
-    """Write ``PATH.pt`` (state dict) and ``PATH.json`` (sidecar) that :func:`load_model` reads back."""
+               extra: dict[str, Any] | None = None, name: str | None = None) -> Path:
+    """Write ``PATH.pt`` (state dict) and ``PATH.json`` (sidecar) that :func:`load_model` reads back,
+    the model named ``name`` (default: the file's stem)."""
     path = Path(path)
     if path.suffix != ".pt":  # appended, not replaced: "mlp-lr0.05" → "mlp-lr0.05.pt"
         path = path.with_name(path.name + ".pt")
-    sidecar = {"name": path.stem, "arch": arch, "arch_kwargs": arch_kwargs or {}, "classes": model.classes,
+    sidecar = {"name": name or path.stem, "arch": arch, "arch_kwargs": arch_kwargs or {}, "classes": model.classes,
                "input_size": list(model.input_size), "mean": model.mean.flatten().tolist(),
                "std": model.std.flatten().tolist(), "bounds": list(model.bounds), **(extra or {})}
     sd = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
