@@ -183,9 +183,25 @@ def _load_idx_dataset(name: str, split: str, root: Path, classes: list[str], sou
     images, labels = read_idx(files[0]), read_idx(files[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise FoolkitError(f"{files[0].parent}: image and label files do not match")
+    where = files[0].parent
+    _check_labels(labels, len(classes), files[1])
+    # MNIST and Fashion-MNIST share their file names: tell them apart by the ink (mean pixel 0.13
+    # for the digits, 0.29 for the clothes, in either split)
+    ink = float(images.mean()) / 255 if images.size else 0.0
+    other = {"mnist": "Fashion-MNIST", "fashion-mnist": "MNIST"}.get(name)
+    if other is not None and len(images) >= 1000 and (ink > 0.2) == (name == "mnist"):
+        raise FoolkitError(f"{where} holds {other}, not {name}, by the look of it (mean pixel {ink:.2f}; MNIST's is "
+                           f"0.13, Fashion-MNIST's 0.29): the two use the same file names")
     x = torch.from_numpy(np.array(images)).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
-    return Dataset(name, split, x, y, classes, f"{source} ({files[0].parent})")
+    return Dataset(name, split, x, y, classes, f"{source} ({where})")
+
+
+def _check_labels(labels: np.ndarray, classes: int, path: Path) -> None:
+    """Every label a class index: a corrupt label file is one clear error, not a crash in training."""
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        bad = int(labels.max()) if int(labels.max()) >= classes else int(labels.min())
+        raise FoolkitError(f"{path} holds a label {bad}, outside 0..{classes - 1}: the file is corrupt")
 
 
 # -- CIFAR-10 (binary version: plain bytes, no pickle) ----------------------------------
@@ -199,6 +215,7 @@ def _load_cifar10(split: str, root: Path, source: str) -> Dataset | None:
             if raw.size % 3073:
                 raise FoolkitError(f"{d}: CIFAR-10 batch files are truncated")
             raw = raw.reshape(-1, 3073)
+            _check_labels(raw[:, 0], len(CIFAR10_CLASSES), d)
             y = torch.from_numpy(raw[:, 0].astype(np.int64))
             x = torch.from_numpy(raw[:, 1:].reshape(-1, 3, 32, 32).copy())
             return Dataset("cifar10", split, x, y, list(CIFAR10_CLASSES), f"{source} ({d})")

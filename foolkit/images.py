@@ -35,9 +35,12 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> tor
     """
     path = Path(path)
     if not path.exists():
-        raise FoolkitError(f"no such file: {path}")
+        raise FoolkitError(f"{path} is a link that leads nowhere (or in a loop)" if path.is_symlink()
+                           else f"no such file: {path}")
     if path.is_dir():
         raise FoolkitError(f"{path} is a directory, not an image")
+    if not path.is_file():
+        raise FoolkitError(f"{path} is not a regular file (a pipe, socket or device), not an image")
     if path.stat().st_size == 0:
         raise FoolkitError(f"{path} is empty")
     try:
@@ -47,8 +50,8 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> tor
                 img.load()
                 img = ImageOps.exif_transpose(img) or img
                 arr = _to_array(img)
-    except FoolkitError:
-        raise
+    except FoolkitError as exc:
+        raise FoolkitError(f"{path} {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
         raise FoolkitError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from exc
@@ -68,6 +71,8 @@ def _to_array(img: Image.Image) -> np.ndarray:
         return np.clip(a / hi, 0, 1)[..., None].astype(np.float32)
     if mode == "F":
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise FoolkitError("has pixels that are not numbers (NaN or infinity)")  # load_image names the file
         lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
         scale = 1.0 if (lo >= 0 and hi <= 1) else max(hi - lo, 1e-12)
         a = a if scale == 1.0 else (a - lo) / scale

@@ -91,6 +91,29 @@ def test_cifar10_binary_batches(tmp_path):
     assert len(train) == 20 and train.x.shape[1:] == (3, 32, 32) and train.classes[1] == "automobile"
 
 
+def test_a_label_outside_the_classes_is_one_clear_error(tmp_path):
+    _fake_mnist(tmp_path)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0] * 29 + [200]))
+    with pytest.raises(FoolkitError, match="label 200, outside 0..9"):
+        load_dataset("mnist", "train", data_dir=tmp_path)
+    d = tmp_path / "cifar10"
+    d.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        (d / name).write_bytes(np.concatenate([[10], np.zeros(3072)]).astype(np.uint8).tobytes())
+    with pytest.raises(FoolkitError, match="label 10, outside 0..9"):
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path):
+    """The two datasets share file names: a --data-dir of clothes is not MNIST."""
+    for f in Path("/usr/share/datasets/fashion-mnist").iterdir():
+        (tmp_path / f.name).symlink_to(f)
+    with pytest.raises(FoolkitError, match="holds Fashion-MNIST, not mnist"):
+        load_dataset("mnist", "test", data_dir=tmp_path)
+    assert len(load_dataset("fashion-mnist", "test", data_dir=tmp_path)) == 10_000
+
+
 def test_truncated_idx_is_reported(tmp_path):
     _fake_mnist(tmp_path)
     f = tmp_path / "train-images-idx3-ubyte"

@@ -179,3 +179,26 @@ def test_a_long_title_wraps_between_words_instead_of_being_cut() -> None:
     tiles = [torch.zeros(1, 8, 8)] * 2
     one_line, wrapped_height = grid(tiles, tile=112, title="short").height, grid(tiles, tile=112, title=title).height
     assert wrapped_height > one_line
+
+
+def test_non_finite_pixels_a_pipe_and_a_dangling_link_are_one_clear_error(tmp_path) -> None:
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from foolkit.errors import FoolkitError
+    from foolkit.images import load_image
+
+    for value, name in ((np.nan, "nan.tif"), (np.inf, "inf.tif")):
+        a = np.full((4, 4), 0.5, dtype=np.float32)
+        a[1, 2] = value
+        Image.fromarray(a, "F").save(tmp_path / name)
+        with pytest.raises(FoolkitError, match="not numbers"):
+            load_image(tmp_path / name)
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(FoolkitError, match="not a regular file"):
+        load_image(tmp_path / "pipe.png")
+    os.symlink(tmp_path / "loop.png", tmp_path / "loop.png")
+    with pytest.raises(FoolkitError, match="leads nowhere"):
+        load_image(tmp_path / "loop.png")

@@ -7,6 +7,7 @@ A :class:`Classifier` takes images in ``[0, 1]`` of shape ``(B, C, H, W)`` at it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,11 @@ import torch
 from torch import nn
 
 from foolkit.errors import FoolkitError
+
+
+def _loose(name: str) -> str:
+    """A class name compared loosely: lower case, spaces, hyphens and underscores alike."""
+    return " ".join(re.split(r"[\s_-]+", name.lower())).strip()
 
 
 class Classifier(nn.Module):
@@ -91,10 +97,13 @@ class Classifier(nn.Module):
             lowered = [k.lower() for k in self.classes]
             if text.lower() in lowered:
                 return lowered.index(text.lower())
+            loose = [_loose(k) for k in self.classes]  # "ankle boot" is "Ankle-Boot", "ankle_boot"
+            if _loose(text) in loose and loose.count(_loose(text)) == 1:
+                return loose.index(_loose(text))
             if text.lstrip("-").isdigit():
                 idx = int(text)
             else:
-                near = [k for k in self.classes if text.lower() in k.lower()][:5]
+                near = [k for k in self.classes if _loose(text) in _loose(k)][:5]
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise FoolkitError(f"unknown class {text!r} for model {self.name}{hint}")
         if not 0 <= idx < self.num_classes:

@@ -46,6 +46,7 @@ def test_bad_construction_values():
 def test_class_index_by_name_and_number():
     clf = Classifier(_Tiny(), mean=[0], std=[1], classes=["tabby cat", "dog", "koala", "x", "y"], input_size=(3, 8, 8))
     assert clf.class_index("Koala") == 2 and clf.class_index("1") == 1 and clf.class_index(4) == 4
+    assert clf.class_index("Tabby-Cat") == clf.class_index("tabby_cat") == clf.class_index(" tabby  cat") == 0
     for bad in ("zebra", "5", "-1", 7):
         with pytest.raises(FoolkitError):
             clf.class_index(bad)
