@@ -283,8 +283,8 @@ def minnorm(dataset: str, subset: int, test_subset: int | None, kernel: str, deg
     _positive(test_subset, "--test-subset")
     _positive(sgd_subset, "--sgd-subset")
     _positive(sgd_epochs, "--sgd-epochs")
-    if sigma is not None and not sigma > 0:
-        raise FoolkitError(f"--sigma must be positive, got {sigma}")
+    if sigma is not None and not 0 < sigma < float("inf"):
+        raise FoolkitError(f"--sigma must be a positive, finite number, got {sigma}")
     typed = typed_options()
     for option, key, kernel_of in (("--degree", "degree", "polynomial"), ("--sigma", "sigma", "gaussian")):
         if key in typed and kernel != kernel_of:

@@ -333,8 +333,8 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
                 pass
             raise Interrupted(
                 f"interrupted during epoch {min(finished + 1, epochs)} of {epochs}; {ckpt} holds the "
-                f"{finished} finished epoch{'s' if finished != 1 else ''}: run the same command with --resume "
-                "to continue") from None
+                f"{finished} finished epoch{'s' if finished != 1 else ''}: continue with `foolkit train --out {out} "
+                "--resume`") from None
         raise Interrupted(f"interrupted during epoch 1 of {epochs}, before the first checkpoint; "
                                   "nothing was saved") from None
     last = history[-1] if history else {}

@@ -397,7 +397,8 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
                 on_run(rec)
     figures: dict[str, str] = {}
     if run_dir is not None:
-        figures = plot_figure1(runs, run_dir.path, title=f"{settings.model} on {dataset} ({len(y_tr)} train)")
+        figures = plot_figure1(runs, run_dir.path, title=f"{settings.model} on {dataset} ({len(y_tr)} train)",
+                               classes=len(classes))
         atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs, "figures": figures})
     return runs, figures
 
@@ -432,9 +433,10 @@ def _finish_panel(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, ti
 
 
 def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: str = "",
-                 prefix: str = "fig1") -> dict[str, str]:
+                 prefix: str = "fig1", classes: int = 10) -> dict[str, str]:
     """Zhang et al.'s figure 1 from run records: (a) training loss against steps per variant,
-    (b) steps to fit against label corruption, (c) test error against label corruption."""
+    (b) steps to fit against label corruption, (c) test error against label corruption (with
+    chance, ``1 - 1/classes``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
@@ -469,7 +471,7 @@ def plot_figure1(runs: Sequence[dict[str, Any]], out_dir: str | Path, *, title: 
         ax = fig.subplots()
         ax.plot(ps, [1 - r["test_accuracy"] for r in lab], "o-", label="test error")
         ax.plot(ps, [1 - r["train_accuracy"] for r in lab], "s--", label="train error")
-        ax.axhline(0.9, color="gray", ls=":", lw=1, label="chance (10 classes)")
+        ax.axhline(1 - 1 / classes, color="gray", ls=":", lw=1, label=f"chance ({classes} classes)")
         ax.set_ylim(-0.02, 1.0)
         paths["test_error"] = _finish_panel(fig, ax, out_dir / f"{prefix}c-test-error.png",
                                             xlabel="label corruption p", ylabel="error",
@@ -528,6 +530,10 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
     _set_threads()
     base = RunSettings(model=model, epochs=epochs, seed=seed)
     base.validate()
+    for what, names in (("regularisers", regularizers), ("label variants", labels)):
+        if not names:
+            raise FoolkitError(f"no {what} given (--{'regularizers' if what == 'regularisers' else 'labels'}): "
+                               f"nothing to run")
     for r in regularizers:
         if r not in REGULARIZERS:
             raise FoolkitError(f"unknown regulariser {r!r}; choose from {', '.join(REGULARIZERS)}")

@@ -107,6 +107,9 @@ def test_randomize_json_and_files(cli, tmp_path):
     (("randomize", "--lr", "nan"), "--lr"),
     (("randomize", "--lr", "inf"), "--lr"),
     (("regularizers", "--model", "lenet", "--regularizers", "batchnorm"), "no requested regulariser applies to lenet"),
+    (("regularizers", "--labels", ""), "no label variants given"),
+    (("regularizers", "--regularizers", " , "), "no regularisers given"),
+    (("minnorm", "--kernel", "gaussian", "--sigma", "inf"), "--sigma must be a positive, finite number"),
 ])
 def test_error_paths_are_one_line(cli, one_line_error, args, fragment):
     one_line_error(cli("memorize", *args), fragment)

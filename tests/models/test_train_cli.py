@@ -83,7 +83,8 @@ def test_ctrl_c_says_what_was_saved_and_a_resumed_run_equals_an_uninterrupted_on
     with interrupted_after(1):
         r = cli("train", *TINY, "--epochs", "3", "--out", out, "--json")
     assert r.exit_code == 130
-    assert_ends_in_one_line(r, "interrupted during epoch 2 of 3", "k3.ckpt", "1 finished epoch", "--resume")
+    assert_ends_in_one_line(r, "interrupted during epoch 2 of 3", "k3.ckpt", "1 finished epoch",
+                            f"continue with `foolkit train --out {out} --resume`")  # not with --force or the rest
     assert out.with_suffix(".ckpt").exists() and not out.exists()
     # the log may miss the last checkpointed epoch (a kill between the two writes): the checkpoint wins
     out.with_suffix(".log.jsonl").write_text("")
