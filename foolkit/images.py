@@ -160,12 +160,17 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
-def save_image(x: torch.Tensor | Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Write a lossless PNG atomically; returns the path."""
+def png_bytes(x: torch.Tensor | Image.Image) -> bytes:
+    """A lossless PNG of an image ``(C, H, W)`` in [0, 1] (or a PIL image), in memory."""
     img = x if isinstance(x, Image.Image) else to_pil(x)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_image(x: torch.Tensor | Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write a lossless PNG atomically; returns the path."""
+    atomic_write_bytes(path, png_bytes(x))
     return Path(path)
 
 

@@ -76,12 +76,30 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def atomic_write_all(files: dict[Path, bytes]) -> None:
+    """Write several files as one: each to a temporary file first, then all renamed into place;
+    a failure or Ctrl-C while writing leaves every one of them as it was (the renames take
+    microseconds: only a kill in that instant could split them)."""
+    with contextlib.ExitStack() as stack:
+        temporaries = {path: stack.enter_context(atomic_path(path)) for path in files}
+        for path, tmp in temporaries.items():
+            with open(tmp, "wb") as f:
+                f.write(files[path])
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def json_bytes(obj: Any) -> bytes:
+    """What :func:`atomic_write_json` writes."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode("utf-8")
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def _json_default(o: Any) -> Any:

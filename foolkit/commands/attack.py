@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from foolkit.attacks import ATTACKS, make_attack
-from foolkit.commands.common import (data_dir_option, device_option, emit_json, info, model_options, seed_option,
-                                     typed_options)
+from foolkit.commands.common import (check_writable_folder, data_dir_option, device_option, emit_json, info,
+                                     model_options, seed_option, typed_options)
 from foolkit.errors import FoolkitError
 from foolkit.utils import format_confidence  # rounded down: never a 100.0% that was not
 
@@ -107,6 +107,8 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
         raise FoolkitError(f"--method {method} needs a budget: pass --eps (e.g. 0.1 for linf, 2 for l2)")
     if norm is None:
         norm = "linf" if ATTACKS[method].budget else "l2"
+    if eps is not None and eps > 1 and norm == "linf":  # pixels are in [0, 1]: any larger ball is the whole box
+        raise FoolkitError(f"--eps {eps:g} with --norm linf allows any image (pixels lie in [0, 1]): use at most 1")
     if eps is not None and not dataset and not ATTACKS[method].budget and not (method == "auto" and norm != "l1"):
         raise FoolkitError(f"--eps with --method {method}{' --norm l1' if method == 'auto' else ''} is the radius "
                            "--dataset reports robust accuracy at; on IMAGES it changes nothing: drop it")
@@ -126,8 +128,7 @@ def attack(images: tuple[str, ...], model_name: str, weights: str | None, method
     if not (math.isfinite(confidence) and 0 <= confidence < 1):
         raise FoolkitError(f"--confidence must be in [0, 1), got {confidence}")
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FoolkitError(f"--out {out} exists and is not a folder")
+    check_writable_folder(out)  # before the work, not after it
     dev = resolve_device(device)
     atk = _build(method, norm, eps, steps, seed)
     model = load_model(model_name, device=dev, weights=weights)
@@ -148,7 +149,6 @@ def _attack_images(model: Any, model_name: str, atk: Any, method: str, norm: str
     for p in images:  # read every image once first: a broken one fails the command before anything is written
         _check_readable(p)
     stems = _unique_stems(images)
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(images), desc=f"attack {method}", unit="img", disable=None, leave=False)  # on a terminal
     try:
@@ -183,8 +183,8 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     those of the PNG written: for an input off the 8-bit grid (16-bit) that can differ from the
     attack's own result, and the record says so."""
     from foolkit.attacks import norm_of
-    from foolkit.images import load_image, noise_image, panel, quantize, save_image
-    from foolkit.runs import atomic_write_json
+    from foolkit.images import load_image, noise_image, panel, png_bytes, quantize
+    from foolkit.runs import atomic_write_all, json_bytes
 
     x = load_image(path)
     c, h, w = x.shape
@@ -231,10 +231,10 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
                 f"adversarial ({format_confidence(conf1)})\n{model.classes[lab1]}"]
     title = (f"{model_name} · {method} ({norm})" + (f" · target {model.classes[tgt]}" if tgt is not None else "")
              + ("" if success else " · FAILED"))
-    save_image(adv, out / f"{stem}.adv.png")
-    save_image(noise_image(delta), out / f"{stem}.noise.png")
-    save_image(panel([x, noise_image(delta), adv], captions, title=title), out / f"{stem}.panel.png")
-    atomic_write_json(out / f"{stem}.json", record)
+    noise = noise_image(delta)
+    atomic_write_all({out / f"{stem}.adv.png": png_bytes(adv), out / f"{stem}.noise.png": png_bytes(noise),
+                      out / f"{stem}.panel.png": png_bytes(panel([x, noise, adv], captions, title=title)),
+                      out / f"{stem}.json": json_bytes(record)})  # all four or none: they describe each other
     return record
 
 
@@ -362,12 +362,8 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         # the data may be in class order: say which classes the images done cover
         **({"interrupted": True, "of": n, "labels_covered": sorted(set(ds.y[:done].tolist()))} if done < n else {}),
     }
-    out.mkdir(parents=True, exist_ok=True)
     name = _eval_name(dataset, method, norm, eps, tgt, confidence, None if subset is None else n, steps, seed)
     path = out / (name if done == n else name.replace(".json", ".partial.json"))  # never in place of a whole one
-    atomic_write_json(path, summary)
-    if done == n:  # an interrupted run's partial summary is superseded
-        (out / name.replace(".json", ".partial.json")).unlink(missing_ok=True)
     if as_json:
         emit_json(summary)
     else:
@@ -385,6 +381,10 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
                          ("", "(medians of the images fooled)"),
                          ("time", f"{seconds:.1f} s ({summary['images_per_second']:.1f} img/s)")):
             click.echo(f"  {label:<16} {v}")
+    out.mkdir(parents=True, exist_ok=True)  # after the table: a failed write loses no figures
+    atomic_write_json(path, summary)
+    if done == n:  # an interrupted run's partial summary is superseded
+        (out / name.replace(".json", ".partial.json")).unlink(missing_ok=True)
     if done < n:
         covered = summary["labels_covered"]
         some = f" (classes {', '.join(model.classes[k] for k in covered[:5])}{', ...' if len(covered) > 5 else ''} " \

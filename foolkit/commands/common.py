@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -65,3 +67,20 @@ def info(msg: str) -> None:
     """A progress / notice line on stderr (stdout stays machine-readable)."""
     print(msg, file=sys.stderr, flush=True)
 
+
+
+def check_writable_folder(out: Path, option: str = "--out") -> None:
+    """Refuse, before any work, a folder that cannot be written: a file in its place or on its
+    path (exit 2), or a place the machine will not let us write (exit 1: no permission, a
+    read-only disk). Creates nothing."""
+    from foolkit.errors import FoolkitError, MachineError
+
+    if out.exists() and not out.is_dir():
+        raise FoolkitError(f"{option} {out} exists and is not a folder")
+    there = out
+    while not there.exists():
+        there = there.parent
+    if not there.is_dir():
+        raise FoolkitError(f"cannot write {option} {out}: {there} is a file, not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise MachineError(f"cannot write {option} {out}: {there} is read-only or not ours to write in")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,7 @@ def test_evaluation_mode(cli, tmp_path):
     (["--norm", "l1", "--eps", "2"], "changes nothing"),
     (["--method", "fgsm", "--eps", "0.1", "--steps", "5"], "fgsm takes one step"),
     (["--batch-size", "3", "--data-dir", "."], "--batch-size, --data-dir only apply with --dataset"),
+    (["--method", "pgd", "--eps", "5"], "allows any image"),  # the same as --eps 1, before
 ])
 def test_bad_options_fail_with_one_line(cli, one_line_error, digit_png, tmp_path, args, fragment):
     out = tmp_path / "out"
@@ -319,3 +321,37 @@ def test_robust_accuracy_of_a_minimum_norm_search_is_untargeted_at_the_boundary(
     one_line_error(cli("attack", "--dataset", "mnist", "--subset", "20", "--model", "lenet-mnist", "--method", "ddn",
                        "--eps", "1", *extra, "--out", tmp_path), "smallest untargeted mistake")
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unwritable_out_is_refused_before_any_attack(cli, one_line_error, digit_png, tmp_path, monkeypatch):
+    """A file on the --out path is the request's fault (exit 2); a folder the machine will not let
+    us write in is the machine's (exit 1). Either way before the evaluation, not after it."""
+    (tmp_path / "afile").write_text("x")
+    for args in ((digit_png[0],), ("--dataset", "mnist", "--subset", "10")):
+        r = cli("attack", *args, "--model", "lenet-mnist", "--out", tmp_path / "afile" / "sub")
+        one_line_error(r, "afile is a file, not a folder")
+        assert r.exit_code == 2
+    monkeypatch.setattr("foolkit.commands.common.os.access", lambda path, mode: False)  # (root may write anywhere)
+    r = cli("attack", "--dataset", "mnist", "--subset", "10", "--model", "lenet-mnist", "--out", tmp_path / "ro")
+    one_line_error(r, "read-only or not ours to write in")
+    assert r.exit_code == 1 and not (tmp_path / "ro").exists()
+
+
+def test_the_table_is_printed_before_the_summary_is_written(cli, tmp_path, monkeypatch):
+    """A write that fails after the work (a disk filling up) still shows the figures."""
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr("foolkit.runs.atomic_write_json", full_disk)
+    r = cli("attack", "--dataset", "mnist", "--subset", "10", "--model", "lenet-mnist", "--method", "fgsm",
+            "--eps", "0.1", "--out", tmp_path)
+    assert r.exit_code == 1 and "robust accuracy" in r.stdout and "No space left" in r.stderr
+
+
+def test_an_images_four_outputs_are_written_all_or_none(cli, digit_png, tmp_path):
+    """adv, noise, panel and json describe each other: a failure writing one (here the json's
+    place is taken by a folder) leaves none of them, and no temporary files."""
+    (tmp_path / "out" / f"{Path(digit_png[0]).stem}.json").mkdir(parents=True)
+    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", tmp_path / "out")
+    assert r.exit_code != 0 and len(r.stderr.splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{Path(digit_png[0]).stem}.json"]
