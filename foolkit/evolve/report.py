@@ -125,14 +125,15 @@ def save_progress(path: Path, history: Sequence[dict[str, Any]], *, title: str) 
 
 def write_archive_json(path: Path, *, model: str, method: str, encoding: str, generations_done: int,
                        evaluations: int, seconds: float, classes: Sequence[int], names: Sequence[str],
-                       confidences: Sequence[float], found: Sequence[int], images: Sequence[Path],
+                       confidences: Sequence[float], found: Sequence[int], images: Sequence[Path | None],
                        root: Path, crops: int = 1, weights: str | None = None) -> None:
     """``confidence`` is the model's on the PNG read back; with ``crops`` 10, the average over the
-    paper's ten crops (what the run maximised), not the single view ``foolkit classify`` takes."""
+    paper's ten crops (what the run maximised), not the single view ``foolkit classify`` takes.
+    A class without an elite (no generation has run) has image null and confidence 0."""
     atomic_write_json(path, {
         "model": model, **({"weights": weights} if weights else {}), "method": method, "encoding": encoding,
         "crops": crops, "generations_done": generations_done, "evaluations": evaluations, "seconds": round(seconds, 3),
         "classes": [{"index": k, "name": n, "confidence": c, "generation": g,
-                     "image": str(p.relative_to(root))}
+                     "image": str(p.relative_to(root)) if p is not None else None}
                     for k, n, c, g, p in zip(classes, names, confidences, found, images)],
     })

@@ -340,26 +340,33 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
     """Write elites, archive.json, gallery and progress plot; the confidences in archive.json
     are re-measured on the PNGs read back from disk. Returns them ``(K,)``."""
     occupied = search.archive.occupied.cpu()
+    held = [i for i, o in enumerate(occupied.tolist()) if o]  # every cell after a generation; none before one
     bs = config.genomes_per_forward
     # 1000 ImageNet elites take a while to encode and (on a CPU) to re-score: a bar of its own
-    with tqdm(total=2 * len(classes), desc="saving elites", unit="img", leave=False,
-              disable=None if progress and len(classes) > bs else True) as bar:
-        paths = save_elites(run.path, images, classes, names, on_saved=lambda: bar.update(1))
-        back = read_elites(paths, images.shape[1])
-        chunks = []
+    with tqdm(total=2 * len(held), desc="saving elites", unit="img", leave=False,
+              disable=None if progress and len(held) > bs else True) as bar:
+        saved = save_elites(run.path, images[held], [classes[i] for i in held], [names[i] for i in held],
+                            on_saved=lambda: bar.update(1))
+        back = read_elites(saved, images.shape[1]) if held else images[:0]
+        chunks = [torch.zeros(0, len(classes))]
         for i in range(0, len(back), bs):
             chunks.append(search.scorer(back[i:i + bs].to(model.device)).cpu())
             bar.update(len(chunks[-1]))
     logp = torch.cat(chunks)
-    conf = torch.where(occupied, logp[torch.arange(len(classes)), torch.arange(len(classes))].exp(),
-                       torch.zeros(len(classes)))
+    conf = torch.zeros(len(classes))
+    conf[held] = logp[torch.arange(len(held)), torch.tensor(held, dtype=torch.long)].exp()
+    paths: list[Path | None] = [None] * len(classes)
+    for i, path in zip(held, saved):
+        paths[i] = path
     label = config.encoding if config.method == "evolve" else "gradient ascent"
     write_archive_json(run.file("archive.json"), model=model.name, method=config.method, encoding=config.encoding,
                        generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
                        classes=classes, names=names, confidences=conf.tolist(), found=found, images=paths,
                        root=run.path, crops=config.crops, weights=model.fingerprint())
     title = f"{model.name}, {label}, {search.generation} generation{'' if search.generation == 1 else 's'}"
-    save_gallery(run.file("gallery.png"), images, names, conf.tolist(), title=title)
+    if held:  # (a run stopped before its first generation has no elites to show)
+        save_gallery(run.file("gallery.png"), images[held], [names[i] for i in held], conf[held].tolist(),
+                     title=title)
     if len(logbook):
         save_progress(run.file("progress.png"), list(logbook), title=title)
     return conf

@@ -401,3 +401,16 @@ def test_a_run_cut_short_before_its_first_checkpoint_leaves_nothing(lenet, tmp_p
         run_evolution(lenet, cfg, out=tmp_path / "run", progress=False, on_generation=second_ctrl_c)
     assert not (tmp_path / "run").exists()
     assert run_evolution(lenet, cfg, out=tmp_path / "run", progress=False).generations_done == 6
+
+
+def test_a_run_stopped_before_its_first_generation_claims_no_elites(lenet, tmp_path: Path) -> None:
+    """No generation, no elites: archive.json says so (image null, confidence 0), and no blank
+    "elite" PNGs (which the model would read as some digit) or gallery are written."""
+    res = run_evolution(lenet, EvolveConfig(generations=5, population=20, time_limit=1e-9), out=tmp_path,
+                        progress=False)
+    assert res.generations_done == 0 and res.stopped == "time-limit"
+    arch = json.loads((tmp_path / "archive.json").read_text())
+    assert [(c["image"], c["confidence"], c["generation"]) for c in arch["classes"]] == [(None, 0.0, 0)] * 10
+    assert not list(tmp_path.glob("elites/*.png")) and not (tmp_path / "gallery.png").exists()
+    more = run_evolution(lenet, EvolveConfig(generations=2, population=20), out=tmp_path, resume=True, progress=False)
+    assert more.generations_done == 2 and len(list(tmp_path.glob("elites/*.png"))) == 10
