@@ -8,6 +8,7 @@ import click
 import torch
 
 from foolkit.commands.common import device_option, emit_json, model_options
+from foolkit.errors import FoolkitError
 from foolkit.utils import format_confidence
 
 
@@ -16,20 +17,34 @@ from foolkit.utils import format_confidence
 @model_options
 @click.option("--top", "-k", type=click.IntRange(min=1), default=5, show_default=True, help="How many classes to show.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
+@click.option("--crops", type=click.Choice(["1", "10"]), default="1", show_default=True,
+              help="10: average the softmax over the ten crops of the model's input size that "
+                   "`evolve --crops 10` scores (corners, centre, mirrored); 1: the whole image resized.")
 @device_option
-def classify(images: tuple[str, ...], model_name: str, weights: str | None, top: int, as_json: bool, device: str) -> None:
+def classify(images: tuple[str, ...], model_name: str, weights: str | None, top: int, as_json: bool, crops: str,
+             device: str) -> None:
     """Classify IMAGES with a model: a table of the top-K classes and confidences."""
+    from foolkit.evolve.scoring import Scorer
     from foolkit.images import load_image, model_view
     from foolkit.models import load_model
 
     model = load_model(model_name, device=device, weights=weights)
+    _, h, w = model.input_size
     for p in images:  # read every image once first, so a broken one fails the command before anything is printed
-        load_image(p)
+        x = load_image(p)
+        if crops == "10" and (x.shape[1] < h or x.shape[2] < w):
+            raise FoolkitError(f"--crops 10 takes crops of {h}x{w} from each image; {p} is only {x.shape[1]}x{x.shape[2]}")
     k = min(top, model.num_classes)
+    scorer = Scorer(model, range(model.num_classes), crops=10) if crops == "10" else None
     for i in range(0, len(images), CHUNK):  # then a chunk at a time: memory stays bounded however many photos
         chunk = images[i:i + CHUNK]
-        batch = torch.cat([model_view(load_image(p).unsqueeze(0), model.input_size) for p in chunk]).to(model.device)
-        conf, labels = model.probabilities(batch).topk(k, dim=1)
+        with torch.no_grad():
+            if scorer is not None:  # images of any size: one at a time, ten crops each
+                probs = torch.cat([scorer(load_image(p).unsqueeze(0).to(model.device)).exp() for p in chunk])
+            else:
+                probs = model.probabilities(torch.cat([model_view(load_image(p).unsqueeze(0), model.input_size)
+                                                       for p in chunk]).to(model.device))
+        conf, labels = probs.topk(k, dim=1)
         _show(chunk, conf.tolist(), labels.tolist(), model, model_name, as_json)
 
 

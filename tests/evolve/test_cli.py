@@ -255,3 +255,23 @@ def test_an_out_under_a_file_is_one_line_and_exit_2(cli, one_line_error, tmp_pat
     r = cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", tmp_path / "afile" / "sub", "--device", "cpu")
     one_line_error(r, "part of that path is a file")
     assert r.exit_code == 2 and (tmp_path / "afile").read_text() == "x"
+
+
+def test_classify_crops_10_reads_ten_crop_elites_as_archive_json_does(cli, one_line_error, tmp_path: Path) -> None:
+    """Elites evolved with --crops 10 fool as the ten-crop average: `classify --crops 10` gives
+    archive.json's confidences, from the PNGs."""
+    out = tmp_path / "run"
+    r = cli("evolve", "-m", "lenet-mnist", "-g", "3", "-p", "20", "--crops", "10", "--size", "32", "32",
+            "--classes", "3,7", "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    arch = json.loads((out / "archive.json").read_text())
+    for c in arch["classes"]:
+        r = cli("classify", out / c["image"], "-m", "lenet-mnist", "--crops", "10", "--top", "10", "--json")
+        assert r.exit_code == 0, r.stderr
+        row = json.loads(r.stdout)
+        top = {t["label"]: t["confidence"] for t in row["top"]}
+        assert abs(top[c["index"]] - c["confidence"]) < 1e-5
+    small = tmp_path / "small.png"
+    from foolkit.images import save_image
+    save_image(torch.zeros(1, 20, 20), small)
+    one_line_error(cli("classify", small, "-m", "lenet-mnist", "--crops", "10"), "only 20x20")
