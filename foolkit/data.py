@@ -447,7 +447,13 @@ def data_changed(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
 def say_capped(name: str, data: dict[str, dict[str, Any]]) -> None:
     """Say on stderr which splits of a run's data (``{split: provenance}``) are smaller than the
     subset asked for. Commands call it once their checks have passed, so that a command that
-    fails prints its one error line and nothing else."""
+    fails prints its one error line and nothing else. The offline MNIST notice too, once, where
+    the data were loaded quietly."""
+    for p in data.values():
+        for note in p.get("notes", []):
+            if note.startswith("offline:") and "mnist" not in _notified:
+                _notified.add("mnist")
+                print(f"foolkit: {note}", file=sys.stderr)
     for split, p in data.items():
         if p.get("requested", 0) > p["n"]:
             print(f"foolkit: {name}: asked for {p['requested']} {split} examples, {p['n']} available: "

@@ -243,7 +243,8 @@ def expressivity(n: int, d: int, targets: str, dataset: str | None, true_labels:
                            "with --dataset the images and their labels are used: drop "
                            f"{'it' if len(moot) == 1 else 'them'}")
     if dataset is not None:
-        res = memorize_dataset(dataset, n=n, random_labels=not true_labels, theta=theta, seed=seed, data_dir=data_dir)
+        res = memorize_dataset(dataset, n=n, random_labels=not true_labels, theta=theta, seed=seed, data_dir=data_dir,
+                               quiet=as_json)
         if res["n_images"] < n:  # the split is smaller than asked for: say so rather than report n silently changed
             info(f"foolkit: {dataset} has only {res['n_images']:,} training images here; memorised all of them, "
                  f"not --n {n:,}")

@@ -207,7 +207,8 @@ def random_problem(n: int, d: int, *, targets: str = "random", num_classes: int 
 
 
 def memorize_dataset(dataset: str, *, n: int, random_labels: bool = True, test_subset: int | None = None,
-                     theta: float = DEFAULT_THETA, seed: int = 0, data_dir: str | None = None) -> dict[str, Any]:
+                     theta: float = DEFAULT_THETA, seed: int = 0, data_dir: str | None = None,
+                     quiet: bool = True) -> dict[str, Any]:
     """Memorise ``n`` real training images with (by default uniformly random) class labels as
     targets, then classify the test set by rounding c(z) to the nearest class.
 
@@ -217,21 +218,22 @@ def memorize_dataset(dataset: str, *, n: int, random_labels: bool = True, test_s
     ``n`` counts the distinct ones among them)."""
     from foolkit.data import load_dataset
 
-    train = load_dataset(dataset, "train", data_dir=data_dir, subset=n, seed=seed, quiet=True)
+    train = load_dataset(dataset, "train", data_dir=data_dir, subset=n, seed=seed, quiet=quiet)
     test = load_dataset(dataset, "test", data_dir=data_dir, subset=test_subset, seed=seed, quiet=True)
     k = len(train.classes)
     y = train.y.clone()
     if random_labels:
         y = torch.randint(k, (len(y),), generator=torch.Generator().manual_seed(seed + 1))
-    z = train.images().reshape(len(y), -1).to(torch.float64)
-    z, y, dropped_pts = dedupe(z, y)
+    z_all, y_all = train.images().reshape(len(y), -1).to(torch.float64), y
+    z, y, dropped_pts = dedupe(z_all, y)
     net, rep = fit_expressivity(z, y, theta=theta, seed=seed, drop_duplicates=False)
     rep.duplicates_dropped = dropped_pts
 
     def classify(v: torch.Tensor) -> torch.Tensor:
         return net(v).round().clamp(0, k - 1).long()
 
-    train_acc = float((classify(z) == y).double().mean())
+    # on every image, duplicates too: copies of one image given different labels cannot all be right
+    train_acc = float((classify(z_all) == y_all).double().mean())
     zt = test.images().reshape(len(test.y), -1).to(torch.float64)
     test_acc = float((classify(zt) == test.y).double().mean())
     return {**rep.as_dict(), "dataset": dataset, "labels": "random" if random_labels else "true",

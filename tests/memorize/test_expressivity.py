@@ -66,3 +66,19 @@ def test_bad_arguments():
     z, y = random_problem(10, 3)
     with pytest.raises(FoolkitError):
         construct(z, y, theta=1.0)
+
+
+def test_train_accuracy_counts_every_image_copies_with_other_labels_too(tmp_path):
+    """Eight copies of one image labelled a and eight labelled b: the construction fits the one
+    distinct point, and train accuracy is the share of the copies with its label, not 100%."""
+    from foolkit.images import save_image
+    from foolkit.memorize.expressivity import memorize_dataset
+
+    img = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(8):
+            save_image(img, tmp_path / cls / f"{i}.png")
+    res = memorize_dataset(f"folder:{tmp_path}", n=100, random_labels=False)
+    assert res["n"] == 1 and res["n_images"] >= 10  # (a few held out for the test split)
+    assert 0 < res["train_accuracy"] < 1
