@@ -117,9 +117,11 @@ def _is_cpu_oom(exc: RuntimeError) -> bool:
 
 
 def _out_of_memory(exc: BaseException) -> int:
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-    print(f"foolkit: error: out of memory ({detail}); try a smaller --batch-size or problem, or another --device",
-          file=sys.stderr)
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if len(detail) > 160:  # cut between words, not inside a number
+        detail = detail[:160].rsplit(" ", 1)[0] + " …"
+    print(f"foolkit: error: out of memory ({detail}); try a smaller problem (--subset, --batch-size, --population, "
+          f"--size), or another --device", file=sys.stderr)
     return 1
 
 

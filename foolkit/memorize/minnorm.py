@@ -19,13 +19,14 @@ the one of minimum norm. Here:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from foolkit.errors import FoolkitError
+from foolkit.errors import FoolkitError, MachineError
 
 KERNELS = ("linear", "polynomial", "gaussian")
 
@@ -109,9 +110,25 @@ def solve_minnorm(k: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, str]:
     return torch.linalg.pinv(k, hermitian=True) @ y, "pinv"
 
 
+def _check_memory(n: int, device: torch.device) -> None:
+    """Refuse, before building it, an n x n float64 kernel that this machine's free memory cannot
+    hold with the factorisation's copy (about 3 x 8 n² bytes); on the CPU, where that is known."""
+    if device.type != "cpu":
+        return
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on Linux: let the allocation decide
+        return
+    need = 3 * 8 * n * n
+    if need > free:
+        raise MachineError(f"the kernel matrix of {n:,} points needs about {need / 2**30:.1f} GiB and "
+                           f"{free / 2**30:.1f} GiB are free: use a smaller --subset (it grows with its square)")
+
+
 def fit_minnorm(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, spec: KernelSpec) -> tuple[MinNormModel, torch.Tensor]:
     """The min-norm interpolant of one-hot labels ``y`` on ``x`` ``(n, …)``; returns ``(model, K)``."""
     spec.validate()
+    _check_memory(len(x), x.device)
     x = x.reshape(len(x), -1).to(torch.float64)
     if spec.kernel == "gaussian" and spec.sigma is None:
         spec.sigma = median_distance(x)

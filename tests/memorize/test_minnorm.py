@@ -62,3 +62,12 @@ def test_sgd_from_zero_converges_to_minnorm(digits, kernel):
     assert res["prediction_agreement"] == 1.0
     if kernel == "linear":
         assert res["span_residual"] < 1e-10                     # w never left the span of the data
+
+
+def test_a_kernel_bigger_than_free_memory_is_refused_before_it_is_built(monkeypatch):
+    from foolkit.errors import MachineError
+    from foolkit.memorize.minnorm import KernelSpec, fit_minnorm
+
+    monkeypatch.setattr("foolkit.memorize.minnorm.os.sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else 4096)
+    with pytest.raises(MachineError, match="kernel matrix of 50 points needs about"):
+        fit_minnorm(torch.rand(50, 4), torch.randint(3, (50,)), num_classes=3, spec=KernelSpec(kernel="linear"))
