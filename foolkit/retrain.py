@@ -235,13 +235,12 @@ def _refuse_existing(run: RunDir) -> None:
         raise FoolkitError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
 
 
-def _load_inputs(config: RetrainConfig, dev: torch.device, *,
-                 quiet: bool = False) -> tuple[Dataset, Dataset, Classifier, str]:
+def _load_inputs(config: RetrainConfig, dev: torch.device) -> tuple[Dataset, Dataset, Classifier, str]:
     """Training and test data and the model, checked against each other: ``(train, test, model, arch)``.
     The model first: a bad ``--model`` is its one error line, without the data's notices before it."""
     base = load_model(config.model, device=dev)
     train = load_dataset(config.dataset, "train", data_dir=config.data_dir, subset=config.subset, seed=config.seed,
-                         quiet=quiet)
+                         quiet=True)  # (its notices: say_capped, once the run has started)
     test = load_dataset(config.dataset, "test", data_dir=config.data_dir, subset=config.test_subset,
                         seed=config.seed, quiet=True)
     if not len(train) or not len(test):
@@ -290,18 +289,18 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             raise FoolkitError(f"{run.path} has already run rounds 0-{len(done['rounds']) - 1}; "
                                f"--rounds {config.rounds} would end before them")
     # everything is loaded and checked before the run folder is written: a failed start leaves nothing
-    train, test, base, arch = _load_inputs(config, dev, quiet=not progress)
+    train, test, base, arch = _load_inputs(config, dev)
     data = {"train": train.provenance(), "test": test.provenance()}
     if done is not None and "data" in meta:  # a resumed run goes on with the data it started on, wherever they are
         changed = data_changed(meta["data"], data)
         if changed:
             raise FoolkitError(f"cannot resume {run.path}: {changed}; give the --data-dir it was started with")
-    if progress:
-        say_capped(config.dataset, data)
     if resume:
         run.save_config(dataclasses.asdict(config))  # changed rounds/device included: the next --resume's base
     else:
         run.create(dataclasses.asdict(config), resume=False)
+    if progress:  # after the last check: a command that fails says only its error
+        say_capped(config.dataset, data)
 
     rounds: list[Round] = []
     pool = torch.empty(0, *train.input_size, device=dev)
@@ -349,6 +348,8 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
             bar.set_postfix(_postfix(rec))
     finally:
         bar.close()
+    if start > config.rounds:  # a finished run resumed: nothing ran; its report is rewritten, as the CLI says
+        _write_report(run, config, rounds, data)
     return rounds
 
 

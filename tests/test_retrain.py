@@ -121,3 +121,10 @@ def test_cli_table_and_errors(cli, one_line_error, tmp_path):
     assert (tmp_path / "ok" / "rounds.json").read_text() == before
 
 
+
+
+def test_a_refused_retrain_says_only_its_error_not_the_offline_notice(cli, one_line_error, tmp_path, monkeypatch):
+    monkeypatch.setattr("foolkit.data._notified", set())  # as in a fresh process: the notice not yet said
+    monkeypatch.setenv("FOOLKIT_OFFLINE", "1")
+    one_line_error(cli("retrain", "--model", "lenet-fashion", "--dataset", "mnist", "--out", tmp_path / "x"),
+                   "classes are not model lenet-fashion's")

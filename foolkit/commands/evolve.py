@@ -43,7 +43,7 @@ def parse_confidence(text: str) -> float | None:
         raise FoolkitError(f"bad --until {text!r}: use a confidence such as 0.9999 or 99.99%, or none") from None
     if not 0.0 < value <= 1.0:
         raise FoolkitError(f"bad --until {text!r}: a confidence must be in (0, 1] (or (0%, 100%])")
-    return round(value, 12)
+    return float(f"{value:.12g}")  # 12 significant digits: 99.99% is 0.9999, and 1e-30 stays 1e-30
 
 
 def parse_classes(text: str) -> list[int | str] | None:
@@ -52,10 +52,14 @@ def parse_classes(text: str) -> list[int | str] | None:
     so ``5`` is the class named "5" where there is one)."""
     if text.strip().lower() == "all":
         return None
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise FoolkitError(f"bad --classes {text!r}: use all or a comma-separated list of indices or names")
-    return list(items)
+    items = [s.strip() for s in text.split(",")]
+    if not any(items) or not all(items):
+        raise FoolkitError(f"bad --classes {text!r}: use all or a comma-separated list of indices or names, "
+                           f"none of them empty")
+    twice = sorted({s for s in items if items.count(s) > 1})
+    if twice:
+        raise FoolkitError(f"bad --classes {text!r}: {', '.join(twice)} given twice")
+    return items
 
 
 #: options that mean nothing to a method (or encoding), by EvolveConfig field
@@ -189,7 +193,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     fooled = int((conf >= goal).sum())
     median = float(conf.float().quantile(0.5))
     gens = f"{result.generations_done} generation{'' if result.generations_done == 1 else 's'}"
-    info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:g}% after {gens} "
+    info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:.10g}% after {gens} "
          f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "
          f"median confidence {format_confidence(median)}")
     if as_json:

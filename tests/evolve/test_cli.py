@@ -65,6 +65,9 @@ def test_a_resume_with_other_weights_is_refused(cli, one_line_error, tmp_path: P
     (["--seed", "-1"], ["seed"]),
     (["--method", "gradient", "--encoding", "cppn"], ["gradient"]),
     (["--gray"], ["--gray means nothing to lenet-mnist"]),
+    (["--classes", "3,3"], ["3 given twice"]),  # accepted, before
+    (["--classes", "3,,5"], ["none of them empty"]),
+    (["--classes", "3,"], ["none of them empty"]),
 ])
 def test_cli_bad_values_fail_in_one_line(cli, one_line_error, tmp_path: Path, args: list[str],
                                          fragments: list[str]) -> None:
@@ -275,3 +278,10 @@ def test_classify_crops_10_reads_ten_crop_elites_as_archive_json_does(cli, one_l
     from foolkit.images import save_image
     save_image(torch.zeros(1, 20, 20), small)
     one_line_error(cli("classify", small, "-m", "lenet-mnist", "--crops", "10"), "only 20x20")
+
+
+def test_until_keeps_its_significant_digits() -> None:
+    from foolkit.commands.evolve import parse_confidence
+
+    assert parse_confidence("99.99%") == 0.9999 and parse_confidence("1e-30") == 1e-30  # (was rounded to 0)
+    assert parse_confidence("0.99999999999") == 0.99999999999
