@@ -404,13 +404,13 @@ def _eval_name(dataset: str, method: str, norm: str, eps: float | None, tgt: int
         name = f"{folder.name}-{hashlib.sha1(str(folder).encode()).hexdigest()[:6]}"
     parts = [f"eval-{name}-{method}-{norm}"]
     if eps is not None:
-        parts.append(f"eps{eps:g}")
+        parts.append(f"eps{eps:.12g}")  # (not :g's 6 digits: 8/255 = 0.0313725... and 0.0313725 stay apart)
     if steps is not None:
         parts.append(f"steps{steps}")
     if tgt is not None:
         parts.append(f"target{tgt}")
     if confidence:
-        parts.append(f"conf{confidence:g}")
+        parts.append(f"conf{confidence:.12g}")
     if subset is not None:
         parts.append(f"n{subset}")
     if seed:

@@ -355,3 +355,13 @@ def test_an_images_four_outputs_are_written_all_or_none(cli, digit_png, tmp_path
     r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", tmp_path / "out")
     assert r.exit_code != 0 and len(r.stderr.splitlines()) == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{Path(digit_png[0]).stem}.json"]
+
+
+def test_evaluation_names_keep_every_digit_of_eps_and_confidence() -> None:
+    from foolkit.commands.attack import _eval_name
+
+    a = _eval_name("mnist", "pgd", "linf", 8 / 255, None, 0.0, 100)
+    b = _eval_name("mnist", "pgd", "linf", 0.0313725, None, 0.0, 100)
+    assert a != b and _eval_name("mnist", "pgd", "linf", 0.2, None, 0.0, 40) == "eval-mnist-pgd-linf-eps0.2-n40.json"
+    assert _eval_name("mnist", "ddn", "l2", None, None, 0.9999999, None) != _eval_name("mnist", "ddn", "l2", None,
+                                                                                       None, 0.99999999, None)
