@@ -41,7 +41,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -100,7 +100,19 @@ class RunSettings:
     seed: int = 0
 
     def validate(self) -> None:
-        """Every check training would make, so that a run fails before its folder is written."""
+        """Every check training would make, so that a run fails before its folder is written (a
+        value of the wrong kind, as from a config.json edited by hand, included)."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            whole = number and float(value).is_integer()
+            wrong = ((kind == "int" and not whole) or (kind.startswith("float") and not number
+                                                       and not (value is None and "None" in kind))
+                     or (kind == "str" and not isinstance(value, str))
+                     or (kind.startswith("dict") and not isinstance(value, dict)))
+            if wrong:
+                what = {"int": "a whole number", "float": "a number", "str": "text"}.get(kind.split(" ")[0], "a table")
+                raise FoolkitError(f"{f.name} must be {what}, got {value!r} (a config.json edited by hand, or damaged?)")
         if self.model not in MODELS:
             raise FoolkitError(f"unknown model {self.model!r} for memorize; choose from {', '.join(MODELS)}")
         if self.epochs <= 0:
