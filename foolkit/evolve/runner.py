@@ -37,6 +37,9 @@ from foolkit.utils import rng_state, seed_everything, set_rng_state
 OUTPUTS_EVERY_S = 60.0
 OUTPUTS_SPACING = 20.0
 
+#: what EvolveConfig.paper() (the CLI's --paper) sets
+PAPER_SETTINGS = ("selection", "init_spread", "smooth_prob", "step_deficit")
+
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
 #: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
 RESUMABLE_OVERRIDES = ("generations", "until", "time_limit", "checkpoint_every", "batch_size")
@@ -158,6 +161,11 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
 
     new, was = meaning(config), meaning(old)
     changed = [k for k, v in was.items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
+    if "crops" in changed and config.size is None and old.size is None:  # the size follows the crops: one change
+        changed.remove("size")
+    paper = [k for k in PAPER_SETTINGS if k in changed]
+    if len(paper) > 1:  # what --paper sets, named as such
+        changed = [k for k in changed if k not in paper] + [f"the paper's operators ({', '.join(paper)})"]
     if changed:
         raise FoolkitError(f"cannot change {', '.join(changed)} when resuming {run.path} "
                            f"(only {', '.join(RESUMABLE_OVERRIDES)} may change)")

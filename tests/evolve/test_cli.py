@@ -82,6 +82,10 @@ def test_cli_refuses_to_overwrite_or_change_a_run(cli, one_line_error, tmp_path:
     one_line_error(cli("evolve", "-m", "lenet-mnist", "-g", "1", "--out", out, "--device", "cpu"), "already holds a run")
     one_line_error(cli("evolve", "-m", "lenet-mnist", "-p", "50", "--resume", "--out", out, "--device", "cpu"),
                    "cannot change population")
+    r = cli("evolve", "-m", "lenet-mnist", "--crops", "10", "--resume", "--out", out, "--device", "cpu")
+    one_line_error(r, "cannot change crops when")  # not "size, crops": the size follows from the crops
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--paper", "--resume", "--out", out, "--device", "cpu"),
+                   "cannot change the paper's operators (selection, init_spread")
     one_line_error(cli("evolve", "-m", "no-such-model", "--out", tmp_path / "y"), "unknown model")
     (out / "checkpoint.pt").write_bytes(b"garbage")
     one_line_error(cli("evolve", "-m", "lenet-mnist", "--resume", "-g", "3", "--out", out, "--device", "cpu"),
