@@ -138,6 +138,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     """
     from foolkit.errors import Interrupted
     from foolkit.evolve import EvolveConfig, run_evolution
+    from foolkit.evolve.config import PAPER_OPERATORS
     from foolkit.evolve.report import format_confidence, slug
     from foolkit.models import load_model
     from foolkit.runs import read_json
@@ -163,7 +164,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     if paper_ops and selection == "lagging":
         raise FoolkitError("--paper draws parents uniformly, as the paper did: drop --selection lagging or --paper")
     if paper_ops:
-        given.update(init_spread=0.0, smooth_prob=0.0, step_deficit=0.0, selection="uniform")
+        given.update(PAPER_OPERATORS)
     if method == "gradient" and encoding == "cppn":
         raise FoolkitError("--encoding cppn is for --method evolve: gradient ascent optimises the pixels themselves")
     typed = {k: v for k, v in given.items() if v is not None}

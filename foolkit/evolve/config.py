@@ -13,6 +13,10 @@ from foolkit.evolve.cppn import ACTIVATIONS, PAPER_ACTIVATIONS, check_activation
 from foolkit.models.classifier import Classifier
 
 
+#: the settings that make foolkit's operators the paper's (:meth:`EvolveConfig.paper`, ``--paper``)
+PAPER_OPERATORS: dict[str, Any] = {"selection": "uniform", "init_spread": 0.0, "smooth_prob": 0.0, "step_deficit": 0.0}
+
+
 @dataclass
 class EvolveConfig:
     """How to make fooling images; all fields are JSON-able.
@@ -69,7 +73,7 @@ class EvolveConfig:
         """The paper's operators exactly: uniform parents, uniform-noise start, per-pixel
         polynomial mutation and SBX only (foolkit's defaults add a varied start, smooth
         mutations, deficit-weighted parents and steps, which fool MNIST LeNet ~5x sooner)."""
-        return cls(**{"selection": "uniform", "init_spread": 0.0, "smooth_prob": 0.0, "step_deficit": 0.0, **kw})
+        return cls(**{**PAPER_OPERATORS, **kw})
 
     def validate(self) -> None:
         """Raise :class:`FoolkitError` (one line) on a bad value."""

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from foolkit.errors import FoolkitError, Interrupted
 from foolkit.evolve.archive import ArchiveUpdate
-from foolkit.evolve.config import EvolveConfig, EvolveResult
+from foolkit.evolve.config import PAPER_OPERATORS, EvolveConfig, EvolveResult
 from foolkit.evolve.gradient import GradientAscent
 from foolkit.evolve.loop import MapElites
 from foolkit.evolve.report import (read_elites, save_elites, save_gallery, save_progress,
@@ -36,9 +36,6 @@ from foolkit.utils import rng_state, seed_everything, set_rng_state
 #: about 25 s to write, ten digits a fraction of a second), and a short run is not slowed down
 OUTPUTS_EVERY_S = 60.0
 OUTPUTS_SPACING = 20.0
-
-#: what EvolveConfig.paper() (the CLI's --paper) sets
-PAPER_SETTINGS = ("selection", "init_spread", "smooth_prob", "step_deficit")
 
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
 #: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
@@ -163,7 +160,7 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
     changed = [k for k, v in was.items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
     if "crops" in changed and config.size is None and old.size is None:  # the size follows the crops: one change
         changed.remove("size")
-    paper = [k for k in PAPER_SETTINGS if k in changed]
+    paper = [k for k in PAPER_OPERATORS if k in changed]
     if len(paper) > 1:  # what --paper sets, named as such
         changed = [k for k in changed if k not in paper] + [f"the paper's operators ({', '.join(paper)})"]
     if changed:
@@ -286,6 +283,11 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
             if on_generation is not None:
                 on_generation(last)
 
+    def outputs_so_far(progress: bool) -> None:
+        assert run is not None
+        _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
+                       search.archive.found.tolist(), last["seconds"], logbook, progress)
+
     stop = _StopFlag()
     try:
         with stop.installed():
@@ -311,8 +313,7 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                     if (search.generation < config.generations  # (the end writes them anyway)
                             and time.perf_counter() - written >= max(OUTPUTS_EVERY_S, OUTPUTS_SPACING * writing)):
                         w0 = time.perf_counter()
-                        _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
-                                       search.archive.found.tolist(), last["seconds"], logbook)
+                        outputs_so_far(progress=False)  # (no second bar under the run's)
                         written = time.perf_counter()
                         writing = written - w0
                 if stop.requested:
@@ -320,8 +321,7 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                     where = ""
                     if run is not None:
                         _save(run, search, config, model.name, logbook, last["seconds"])
-                        _write_outputs(run, model, config, search, search.elite_images().cpu(), classes, names,
-                                       search.archive.found.tolist(), last["seconds"], logbook, progress)
+                        outputs_so_far(progress)
                         where = f"; checkpoint and elites so far saved in {run.path}"
                     raise Interrupted(f"interrupted after generation {search.generation}{where}")
             read_back(0)
