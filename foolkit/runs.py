@@ -69,11 +69,7 @@ def _os_error_in(exc: BaseException) -> OSError | None:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    atomic_write_all({Path(path): data})
 
 
 def atomic_write_all(files: dict[Path, bytes]) -> None:

@@ -68,7 +68,6 @@ def info(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-
 def check_writable_folder(out: Path, option: str = "--out") -> None:
     """Refuse, before any work, a folder that cannot be written: a file in its place or on its
     path (exit 2), or a place the machine will not let us write (exit 1: no permission, a
@@ -79,6 +78,8 @@ def check_writable_folder(out: Path, option: str = "--out") -> None:
         raise FoolkitError(f"{option} {out} exists and is not a folder")
     there = out
     while not there.exists():
+        if there.is_symlink():
+            raise FoolkitError(f"cannot write {option} {out}: {there} is a broken link")
         there = there.parent
     if not there.is_dir():
         raise FoolkitError(f"cannot write {option} {out}: {there} is a file, not a folder")

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from foolkit.commands.common import (command_line, data_dir_option, device_option, emit_json, info, seed_option,
-                                     typed_options)
-from foolkit.errors import FoolkitError, Interrupted, MachineError
+from foolkit.commands.common import (check_writable_folder, command_line, data_dir_option, device_option, emit_json,
+                                     info, seed_option, typed_options)
+from foolkit.errors import FoolkitError, Interrupted
 
 #: attacks that adversarial training can use: the budget attacks (they take --adv-eps/--adv-steps/--adv-norm)
 ADV_METHODS = ("fgsm", "bim", "pgd")
@@ -68,15 +67,7 @@ def check_output(path: Path, others: list[Path]) -> None:
     for p in [path, *others]:
         if p.is_dir():
             raise FoolkitError(f"cannot write {p}: it is a folder; choose another --out")
-    parent = path.parent
-    while not parent.exists():
-        if parent.is_symlink():  # a dangling link
-            raise FoolkitError(f"cannot write {path}: {parent} is a broken link")
-        parent = parent.parent
-    if not parent.is_dir():
-        raise FoolkitError(f"cannot write {path}: {parent} is a file, not a folder; choose another --out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MachineError(f"cannot write {path}: no permission to write in {parent}")
+    check_writable_folder(path.parent, "the folder of --out")
 
 
 _PARAM = {"arch_kwargs": "arch_opt"}  # a setting whose click parameter is named otherwise
