@@ -131,7 +131,8 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     images the evolution last evaluated (one evaluation chunk: the model's speed depends on
     the data — this LeNet's max-pooling runs about 20% faster on smooth CPPN images than on
     noise — so the model's own work is timed on what it actually sees), then ``generations``
-    generations. Each round gives one overhead, 1 − evolution rate / forward rate (and one time
+    generations, then ``generations`` of a fresh ``run_evolution`` (:func:`whole_loop`, for
+    ``loop_overhead``). Each round gives one overhead, 1 − evolution rate / forward rate (and one time
     overhead, forward rate / evolution rate − 1), so drift in a shared machine's speed hits both
     sides alike; the median round is reported with the spread.
     A CPPN population changes over a run, so the evolution is timed over generations
@@ -143,8 +144,8 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
     batch = min(config.population, config.batch_size)
     evo = MapElites(model, config, list(range(model.num_classes)))
     evo.step()  # warm-up + first (random) generation
-    fwd, rate = [], []
-    for _ in range(rounds):
+    fwd, rate, loop = [], [], []
+    for r in range(rounds):
         assert evo.population is not None
         x = model_view(evo.encoding.decode(take(evo.population, slice(0, batch)), quantize=True), model.input_size)
         model(x)
@@ -159,10 +160,11 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
         sync(dev)
         fwd.append(batch * generations / (t1 - t0))
         rate.append(config.population * generations / (time.perf_counter() - t1))
+        loop.append(whole_loop(model, replace(config, seed=config.seed + 1 + r), generations))
     overhead = sorted(1 - r / f for r, f in zip(rate, fwd))
     extra = sorted(f / r - 1 for r, f in zip(rate, fwd))  # the same rounds, ordered alike (a monotone map)
     split = phases(evo, generations) if config.population <= config.genomes_per_forward else None
-    loop = whole_loop(model, config, rounds * generations)
+    loop_overhead = sorted(1 - r / f for r, f in zip(loop, fwd))
     return {"model": name, "encoding": config.encoding, "population": config.population,
             "channels": config.image_channels(model), "image_size": list(config.image_size(model)),
             "generations_timed": [2, 1 + rounds * generations], **{k: float(v) for k, v in evo.describe().items()},
@@ -173,16 +175,18 @@ def throughput(name: str, model: Classifier, config: EvolveConfig, generations: 
             "overhead_min_max": [round(overhead[0], 3), round(overhead[-1], 3)],
             "time_overhead": round(statistics.median(extra), 3),
             "time_overhead_min_max": [round(extra[0], 3), round(extra[-1], 3)],
-            "loop_evaluations_per_s": round(loop, 1),
-            "loop_overhead": round(1 - loop / statistics.median(fwd), 3),
+            "loop_evaluations_per_s": round(statistics.median(loop), 1),
+            "loop_overhead": round(statistics.median(loop_overhead), 3),
+            "loop_overhead_min_max": [round(loop_overhead[0], 3), round(loop_overhead[-1], 3)],
             "phases_ms": split,
             "load_before": before, "load_after": load()}
 
 
 def whole_loop(model: Classifier, config: EvolveConfig, generations: int) -> float:
-    """Evaluations per second of ``run_evolution`` itself (no run folder, no bar), generations 2 ..
-    1 + ``generations``: ``throughput`` times the steps alone, this adds what the loop does around
-    them each generation (statistics read back from the device, the log line, the stopping rules)."""
+    """Evaluations per second of a fresh ``run_evolution`` (no run folder, no bar) over its
+    generations 2 .. 1 + ``generations``: the steps, and what the loop does around them each
+    generation (statistics read back from the device, the log line, the stopping rules).
+    ``throughput`` times it in each round beside the steps alone and the plain forwards."""
     stamps: list[float] = []
     run_evolution(model, replace(config, generations=1 + generations), progress=False,
                   on_generation=lambda rec: stamps.append(time.perf_counter()))
