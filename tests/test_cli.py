@@ -227,3 +227,24 @@ def test_a_signal_while_the_command_line_is_still_importing_is_one_line(sig, tmp
     p.send_signal(getattr(signal, sig))
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err, err
+
+
+def test_the_classify_table_lines_up_wide_class_names(cli, tmp_path):
+    """A CJK character takes two terminal columns: the index column stays in one place."""
+    import unicodedata
+
+    from foolkit.models import new_model, save_model
+
+    torch.manual_seed(0)
+    names = ["猫猫猫", "dog", "ab"]
+    model = new_model("lenet", classes=names, input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    path = save_model(model, tmp_path / "wide", arch="lenet")
+    save_image(torch.rand(1, 28, 28), tmp_path / "x.png")
+    r = cli("classify", tmp_path / "x.png", "-m", path, "--top", "3")
+    assert r.exit_code == 0, r.stderr
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+    rows = [line for line in r.stdout.splitlines() if line.strip()[:2].rstrip(".").isdigit()]
+    assert len(rows) == 3 and len({columns(line) for line in rows}) == 1, r.stdout  # fixed-width fields

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from foolkit.attacks import ATTACKS, make_attack
-from foolkit.commands.common import (check_writable_folder, data_dir_option, device_option, emit_json, info,
+from foolkit.commands.common import (cell, check_writable_folder, data_dir_option, device_option, emit_json, info,
                                      model_options, seed_option, typed_options)
 from foolkit.errors import FoolkitError
 from foolkit.utils import format_confidence  # rounded down: never a 100.0% that was not
@@ -260,19 +260,6 @@ def _unique_stems(paths: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _cell(text: str, width: int) -> str:
-    """``text`` cut and padded to ``width`` terminal columns (a CJK character takes two)."""
-    import unicodedata
-
-    out, used = "", 0
-    for ch in text:
-        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 0 if unicodedata.combining(ch) else 1
-        if used + w > width:
-            break
-        out, used = out + ch, used + w
-    return out + " " * (width - used)
-
-
 def _print_table(rows: list[dict[str, Any]]) -> None:
     norms = (["l1"] if any(r["norm"] == "l1" for r in rows) else []) + ["l2", "linf"]
     head = (f"{'image':<28} {'original':<22} {'adversarial':<22} {'ok':<3} "
@@ -281,8 +268,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     click.echo("-" * len(head))
     for r in rows:
         o, a = r["original"], r["adversarial"]
-        click.echo(f"{_cell(Path(r['image']).name, 28)} {_cell(o['name'][:14] + ' ' + format_confidence(o['confidence']), 22)} "
-                   f"{_cell(a['name'][:14] + ' ' + format_confidence(a['confidence']), 22)} {'yes' if r['success'] else 'NO':<3} "
+        click.echo(f"{cell(Path(r['image']).name, 28)} {cell(o['name'][:14] + ' ' + format_confidence(o['confidence']), 22)} "
+                   f"{cell(a['name'][:14] + ' ' + format_confidence(a['confidence']), 22)} {'yes' if r['success'] else 'NO':<3} "
                    + "".join(f" {r[k]:8.4f}" for k in norms) + f" {r['seconds']:6.2f}")
 
 

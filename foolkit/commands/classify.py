@@ -7,7 +7,7 @@ from typing import Any
 import click
 import torch
 
-from foolkit.commands.common import device_option, emit_json, model_options
+from foolkit.commands.common import cell, device_option, emit_json, model_options
 from foolkit.errors import FoolkitError
 from foolkit.utils import format_confidence
 
@@ -61,4 +61,4 @@ def _show(images: tuple[str, ...], conf: list[list[float]], labels: list[list[in
         else:
             click.echo(f"{path}  ({model_name}; class, its index, confidence)")
             for rank, r in enumerate(rows, 1):
-                click.echo(f"  {rank:>2}. {r['name'][:40]:<40} {r['label']:>5}  {format_confidence(r['confidence']):>10}")
+                click.echo(f"  {rank:>2}. {cell(r['name'], 40)} {r['label']:>5}  {format_confidence(r['confidence']):>10}")

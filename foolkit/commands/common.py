@@ -85,3 +85,16 @@ def check_writable_folder(out: Path, option: str = "--out") -> None:
         raise FoolkitError(f"cannot write {option} {out}: {there} is a file, not a folder")
     if not os.access(there, os.W_OK | os.X_OK):
         raise MachineError(f"cannot write {option} {out}: {there} is read-only or not ours to write in")
+
+
+def cell(text: str, width: int) -> str:
+    """``text`` cut and padded to ``width`` terminal columns (a CJK character takes two)."""
+    import unicodedata
+
+    out, used = "", 0
+    for ch in text:
+        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 0 if unicodedata.combining(ch) else 1
+        if used + w > width:
+            break
+        out, used = out + ch, used + w
+    return out + " " * (width - used)

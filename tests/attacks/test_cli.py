@@ -309,10 +309,10 @@ def test_robust_accuracy_is_accuracy_on_the_adversarials_whatever_target_or_conf
 
 
 def test_table_cells_are_padded_by_terminal_columns():
-    from foolkit.commands.attack import _cell
+    from foolkit.commands.common import cell
 
-    assert _cell("seven 七.png", 14) == "seven 七.png  "  # 七 takes two columns: 12 in all
-    assert _cell("七" * 20, 7) == "七七七 " and _cell("ab", 4) == "ab  "
+    assert cell("seven 七.png", 14) == "seven 七.png  "  # 七 takes two columns: 12 in all
+    assert cell("七" * 20, 7) == "七七七 " and cell("ab", 4) == "ab  "
 
 
 @pytest.mark.parametrize("extra", [["--target", "3"], ["--confidence", "0.9"]])
