@@ -157,6 +157,23 @@ def test_a_short_mnist_run_fools_every_class_and_its_elites_fool_from_disk(model
     assert labels.tolist() == list(range(10)) and (conf >= 0.9999).all(), conf
 
 
+def test_the_log_read_back_late_on_the_device_is_whole_and_true(model, tmp_path: Path) -> None:
+    """On a GPU each generation's figures are read back a generation late (runner.readback_lag):
+    every generation is logged once, in order, checkpoints hold the lines up to their generation,
+    and the last line is the archive's final state."""
+    from foolkit.runs import load_checkpoint
+
+    cfg = EvolveConfig(generations=12, population=64, seed=0, checkpoint_every=5)
+    seen: list[int] = []
+    res = run_evolution(model, cfg, out=tmp_path / "run", progress=False,
+                        on_generation=lambda rec: seen.append(rec["generation"]))
+    log = RunDir(tmp_path / "run").read_log()
+    assert seen == [r["generation"] for r in log] == list(range(1, 13))
+    meta, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert [r["generation"] for r in meta["logbook"]] == list(range(1, 13))
+    assert abs(log[-1]["min"] - float(res.confidences.min())) < 1e-4  # (re-measured from the PNGs: 8-bit, as scored)
+
+
 def test_a_killed_run_resumes_on_the_device_without_repeating_a_generation(model, tmp_path: Path) -> None:
     cfg = EvolveConfig(encoding="cppn", generations=12, population=40, seed=1, checkpoint_every=4)
     whole = run_evolution(model, cfg, out=tmp_path / "whole", progress=False)

@@ -106,7 +106,7 @@ class _Pending:
         if packed.device.type == "cuda":  # into pinned memory, in stream order; the event marks it done
             self.values = packed.to("cpu", non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(packed.device))  # the copy's device, not the current one
         else:
             self.values = packed
 
