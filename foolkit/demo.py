@@ -263,6 +263,8 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
             st.seconds = time.time() - t0
             stages.append(st)
     except (KeyboardInterrupt, Interrupted):  # an inner run's own message says "--resume": the demo has none
+        for name, _ in plan[len(stages):]:  # the cut stage's part, and an earlier run's later stages (no page now)
+            _clear(out / name)
         done = f"{out} holds the finished stage{'s' if len(stages) > 1 else ''} ({', '.join(st.name for st in stages)})" \
             if stages else "no stage had finished"
         raise Interrupted(f"demo interrupted in stage {len(stages) + 1} of {len(plan)}; {done}; "

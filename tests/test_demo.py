@@ -103,11 +103,15 @@ def test_ctrl_c_during_the_demo_says_which_stages_finished_without_a_resume_hint
 
     monkeypatch.setattr(foolkit.demo, "stage_evolve", stopped)
     out = tmp_path / "d"
+    (out / "memorize").mkdir(parents=True)  # an earlier demo's last stage
+    (out / "memorize" / "fig1.png").write_bytes(b"old")
+    (out / ".foolkit-demo").touch()
     r = cli("demo", "--quick", "--out", out, "--device", "cpu")
     assert r.exit_code == 130 and r.stderr.strip().splitlines() == [
         f"foolkit: error: demo interrupted in stage 2 of 4; {out} holds the finished stage (attack); "
         "run `foolkit demo` again to start over"]
-    assert sorted(p.name for p in out.iterdir()) == [".foolkit-demo", "attack", "evolve"]
+    # what the message says: this run's finished stage, not the cut one's part or the earlier run's later ones
+    assert sorted(p.name for p in out.iterdir()) == [".foolkit-demo", "attack"]
     assert any((out / "attack").iterdir())
 
 
