@@ -14,6 +14,7 @@ so it loads with ``torch.load(..., weights_only=True)``: nothing in it can run c
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -76,6 +77,9 @@ def atomic_write_all(files: dict[Path, bytes]) -> None:
     """Write several files as one: each to a temporary file first, then all renamed into place;
     a failure or Ctrl-C while writing leaves every one of them as it was (the renames take
     microseconds: only a kill in that instant could split them)."""
+    for path in files:  # the one failure a rename would meet half-way through: refuse it before any
+        if Path(path).is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
     with contextlib.ExitStack() as stack:
         temporaries = {path: stack.enter_context(atomic_path(path)) for path in files}
         for path, tmp in temporaries.items():

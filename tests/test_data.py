@@ -112,6 +112,12 @@ def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path):
     with pytest.raises(FoolkitError, match="holds Fashion-MNIST, not mnist"):
         load_dataset("mnist", "test", data_dir=tmp_path)
     assert len(load_dataset("fashion-mnist", "test", data_dir=tmp_path)) == 10_000
+    inverted = tmp_path / "inverted"  # a variant of the clothes far from either: the user's own, not refused
+    inverted.mkdir()
+    images = 255 - read_idx(tmp_path / "t10k-images-idx3-ubyte.gz")
+    _write_idx(inverted / "t10k-images-idx3-ubyte", images)
+    _write_idx(inverted / "t10k-labels-idx1-ubyte", read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz"))
+    assert len(load_dataset("mnist", "test", data_dir=inverted)) == 10_000
 
 
 def test_truncated_idx_is_reported(tmp_path):

@@ -172,6 +172,9 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     if out is None:  # the folder a fresh run with these options would use, and so the one --resume looks in
         method_or_encoding = "gradient" if method == "gradient" else encoding or "direct"
         out = f"runs/evolve-{slug(model.name)}-{method_or_encoding}"
+        before = f"runs/evolve-{Path(model_name).stem}-{method_or_encoding}"  # the default until 2026-11-23
+        if resume and not (Path(out) / "config.json").is_file() and (Path(before) / "config.json").is_file():
+            out = before
     base = EvolveConfig()
     if resume:
         saved = read_json(Path(out) / "config.json") if (Path(out) / "config.json").is_file() else None

@@ -158,7 +158,7 @@ def _resume_config(run: RunDir, config: EvolveConfig, model: Classifier) -> Evol
 
     new, was = meaning(config), meaning(old)
     changed = [k for k, v in was.items() if k not in RESUMABLE_OVERRIDES and new[k] != v]
-    if "crops" in changed and config.size is None and old.size is None:  # the size follows the crops: one change
+    if "crops" in changed and "size" in changed and config.size is None and old.size is None:  # (it follows crops)
         changed.remove("size")
     paper = [k for k in PAPER_OPERATORS if k in changed]
     if len(paper) > 1:  # what --paper sets, named as such

@@ -105,8 +105,7 @@ class RunSettings:
         for f in fields(self):
             value, kind = getattr(self, f.name), str(f.type)
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            whole = number and float(value).is_integer()
-            wrong = ((kind == "int" and not whole) or (kind.startswith("float") and not number
+            wrong = ((kind == "int" and not (isinstance(value, int) and not isinstance(value, bool))) or (kind.startswith("float") and not number
                                                        and not (value is None and "None" in kind))
                      or (kind == "str" and not isinstance(value, str))
                      or (kind.startswith("dict") and not isinstance(value, dict)))

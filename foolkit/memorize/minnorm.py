@@ -19,7 +19,6 @@ the one of minimum norm. Here:
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -111,18 +110,28 @@ def solve_minnorm(k: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 def _check_memory(n: int, device: torch.device) -> None:
-    """Refuse, before building it, an n x n float64 kernel that this machine's free memory cannot
-    hold with the factorisation's copy (about 3 x 8 n² bytes); on the CPU, where that is known."""
+    """Refuse, before building it, an n x n float64 kernel that this machine's available memory
+    cannot hold with the factorisation's copy (about 2 x 8 n² bytes); on a Linux CPU, where that
+    is known (MemAvailable: free memory and what the page cache would give back)."""
     if device.type != "cpu":
         return
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on Linux: let the allocation decide
-        return
-    need = 3 * 8 * n * n
-    if need > free:
+    free = _available_memory()
+    need = 2 * 8 * n * n
+    if free is not None and need > free:
         raise MachineError(f"the kernel matrix of {n:,} points needs about {need / 2**30:.1f} GiB and "
-                           f"{free / 2**30:.1f} GiB are free: use a smaller --subset (it grows with its square)")
+                           f"{free / 2**30:.1f} GiB are available: use a smaller --subset (it grows with its square)")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def fit_minnorm(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, spec: KernelSpec) -> tuple[MinNormModel, torch.Tensor]:

@@ -351,10 +351,13 @@ def test_the_table_is_printed_before_the_summary_is_written(cli, tmp_path, monke
 def test_an_images_four_outputs_are_written_all_or_none(cli, digit_png, tmp_path):
     """adv, noise, panel and json describe each other: a failure writing one (here the json's
     place is taken by a folder) leaves none of them, and no temporary files."""
-    (tmp_path / "out" / f"{Path(digit_png[0]).stem}.json").mkdir(parents=True)
-    r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", tmp_path / "out")
-    assert r.exit_code != 0 and len(r.stderr.splitlines()) == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{Path(digit_png[0]).stem}.json"]
+    stem = Path(digit_png[0]).stem
+    for taken in (f"{stem}.json", f"{stem}.adv.png"):  # renamed last, and first
+        out = tmp_path / taken
+        (out / taken).mkdir(parents=True)
+        r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", out)
+        assert r.exit_code != 0 and len(r.stderr.splitlines()) == 1
+        assert sorted(p.name for p in out.iterdir()) == [taken]
 
 
 def test_evaluation_names_keep_every_digit_of_eps_and_confidence() -> None:

@@ -289,3 +289,21 @@ def test_until_keeps_its_significant_digits() -> None:
 
     assert parse_confidence("99.99%") == 0.9999 and parse_confidence("1e-30") == 1e-30  # (was rounded to 0)
     assert parse_confidence("0.99999999999") == 0.99999999999
+
+
+def test_resume_without_out_finds_a_run_in_the_old_default_folder(cli, tmp_path: Path, monkeypatch) -> None:
+    """The default folder is named after the model's own name now, not its path's stem (which cut
+    "m-lr0.05" to "m-lr0"): --resume without --out still finds a run started under the old name."""
+    from foolkit.models import new_model, save_model
+
+    torch.manual_seed(0)
+    model = new_model("lenet", classes=[str(i) for i in range(10)], input_size=(1, 28, 28), mean=[0.1], std=[0.3])
+    save_model(model, tmp_path / "m-lr0.05", arch="lenet")
+    monkeypatch.chdir(tmp_path)
+    old = Path("runs/evolve-m-lr0-direct")
+    assert cli("evolve", "-m", "m-lr0.05", "-g", "1", "-p", "10", "--out", old, "--device", "cpu").exit_code == 0
+    r = cli("evolve", "-m", "m-lr0.05", "-g", "2", "--resume", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    from foolkit.runs import RunDir
+
+    assert [x["generation"] for x in RunDir(old).read_log()] == [1, 2]

@@ -68,6 +68,17 @@ def test_a_kernel_bigger_than_free_memory_is_refused_before_it_is_built(monkeypa
     from foolkit.errors import MachineError
     from foolkit.memorize.minnorm import KernelSpec, fit_minnorm
 
-    monkeypatch.setattr("foolkit.memorize.minnorm.os.sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else 4096)
+    monkeypatch.setattr("foolkit.memorize.minnorm._available_memory", lambda: 4096)
     with pytest.raises(MachineError, match="kernel matrix of 50 points needs about"):
         fit_minnorm(torch.rand(50, 4), torch.randint(3, (50,)), num_classes=3, spec=KernelSpec(kernel="linear"))
+
+
+def test_available_memory_reads_linux_memavailable():
+    from pathlib import Path
+
+    from foolkit.memorize.minnorm import _available_memory
+
+    if not Path("/proc/meminfo").is_file():
+        pytest.skip("not Linux")
+    line = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemAvailable:"))
+    assert abs(_available_memory() - int(line.split()[1]) * 1024) < 2**30  # (it moves while we read)

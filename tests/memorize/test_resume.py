@@ -315,7 +315,7 @@ def test_subset_zero_is_all_and_the_library_names_the_options(cli, tmp_path):
         assert not (tmp_path / "lib").exists()
 
 
-@pytest.mark.parametrize("edit", [("settings", "lr_decay", "fast"), (None, "seed", "four")])
+@pytest.mark.parametrize("edit", [("settings", "lr_decay", "fast"), (None, "seed", "four"), ("settings", "epochs", 3.0)])
 def test_a_config_json_edited_to_a_bad_value_is_one_clear_error(cli, one_line_error, finished, tmp_path, edit):
     run = tmp_path / "edited"
     shutil.copytree(finished, run)
@@ -324,5 +324,5 @@ def test_a_config_json_edited_to_a_bad_value_is_one_clear_error(cli, one_line_er
     (config[table] if table else config)[key] = value
     (run / "config.json").write_text(json.dumps(config))
     before = _snapshot(run)
-    one_line_error(cli("memorize", "randomize", "--out", run, "--resume"), f"{key} must be", f"got '{value}'", "edited")
+    one_line_error(cli("memorize", "randomize", "--out", run, "--resume"), f"{key} must be", f"got {value!r}", "edited")
     assert _snapshot(run) == before
