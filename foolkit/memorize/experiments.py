@@ -82,6 +82,20 @@ def epoch_decay(lr_decay: float, *, n: int, batch_size: int, decay_steps: int = 
     return float(lr_decay ** (steps / decay_steps))
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: what each kind of :class:`RunSettings` field must hold, by its annotation
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "int": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", _number),
+    "float | None": ("a number or null", lambda v: v is None or _number(v)),
+    "str": ("text", lambda v: isinstance(v, str)),
+    "dict[str, Any]": ("a table", lambda v: isinstance(v, dict)),
+}
+
+
 @dataclass
 class RunSettings:
     """Hyperparameters of one memorisation run (keyword-only everywhere they are passed)."""
@@ -103,14 +117,9 @@ class RunSettings:
         """Every check training would make, so that a run fails before its folder is written (a
         value of the wrong kind, as from a config.json edited by hand, included)."""
         for f in fields(self):
-            value, kind = getattr(self, f.name), str(f.type)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            wrong = ((kind == "int" and not (isinstance(value, int) and not isinstance(value, bool))) or (kind.startswith("float") and not number
-                                                       and not (value is None and "None" in kind))
-                     or (kind == "str" and not isinstance(value, str))
-                     or (kind.startswith("dict") and not isinstance(value, dict)))
-            if wrong:
-                what = {"int": "a whole number", "float": "a number", "str": "text"}.get(kind.split(" ")[0], "a table")
+            value = getattr(self, f.name)
+            what, fits = _KINDS[str(f.type)]
+            if not fits(value):
                 raise FoolkitError(f"{f.name} must be {what}, got {value!r} (a config.json edited by hand, or damaged?)")
         if self.model not in MODELS:
             raise FoolkitError(f"unknown model {self.model!r} for memorize; choose from {', '.join(MODELS)}")
@@ -541,10 +550,9 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
     _set_threads()
     base = RunSettings(model=model, epochs=epochs, seed=seed)
     base.validate()
-    for what, names in (("regularisers", regularizers), ("label variants", labels)):
+    for what, option, names in (("regularisers", "--regularizers", regularizers), ("label variants", "--labels", labels)):
         if not names:
-            raise FoolkitError(f"no {what} given (--{'regularizers' if what == 'regularisers' else 'labels'}): "
-                               f"nothing to run")
+            raise FoolkitError(f"no {what} given ({option}): nothing to run")
     for r in regularizers:
         if r not in REGULARIZERS:
             raise FoolkitError(f"unknown regulariser {r!r}; choose from {', '.join(REGULARIZERS)}")
