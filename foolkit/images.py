@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -105,28 +106,45 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise FoolkitError(f"cannot convert a {c}-channel image to {channels} channels")
 
 
+def view_crop(height: int, width: int, input_size: Sequence[int]) -> tuple[int, int, int, int]:
+    """``(top, left, rows, columns)``: the centre region of a ``height x width`` image that
+    :func:`model_view` keeps, cropped to the model's aspect ratio (the whole image when within 1%)."""
+    h, w = int(input_size[1]), int(input_size[2])
+    target_ratio = w / h
+    if width / height > target_ratio * 1.01:  # too wide: crop width
+        new_w = max(1, round(height * target_ratio))
+        return 0, (width - new_w) // 2, height, new_w
+    if width / height < target_ratio / 1.01:  # too tall: crop height
+        new_h = max(1, round(width / target_ratio))
+        return (height - new_h) // 2, 0, new_h, width
+    return 0, 0, height, width
+
+
+def view_scale(height: int, width: int, input_size: Sequence[int]) -> float:
+    """How much longer (L2) a perturbation of a ``height x width`` image is than its effect on the
+    model's view: ``sqrt(pixels kept / model pixels)``. A 10x larger photo needs a 10x longer
+    perturbation for the same change of what the model sees (each view pixel averages 100 of its).
+    Never below 1: an image smaller than the model's input is blown up, so it can only make the
+    view's smooth patterns, which take longer perturbations than the defaults are made for anyway."""
+    _, _, rows, cols = view_crop(height, width, input_size)
+    return max(1.0, math.sqrt(rows * cols / (int(input_size[1]) * int(input_size[2]))))
+
+
 def model_view(x: torch.Tensor, input_size: Sequence[int]) -> torch.Tensor:
     """Differentiable map from full-resolution images to a model's input.
 
     ``x`` is ``(B, C, H, W)`` in [0, 1] at any resolution; the result is
     ``(B, *input_size)``: channels converted, the centre cropped to the model's aspect
-    ratio, then resized (bilinear, antialiased when shrinking). Gradients flow back to the
-    full-resolution pixels, so attacks can perturb the image a user actually saves.
+    ratio (:func:`view_crop`), then resized (bilinear, antialiased when shrinking). Gradients flow
+    back to the full-resolution pixels, so attacks can perturb the image a user actually saves.
     """
     c, h, w = (int(v) for v in input_size)
     x = to_channels(x, c)
     H, W = x.shape[-2:]
     if (H, W) == (h, w):
         return x
-    target_ratio = w / h
-    if W / H > target_ratio * 1.01:  # too wide: crop width
-        new_w = max(1, round(H * target_ratio))
-        left = (W - new_w) // 2
-        x = x[..., :, left:left + new_w]
-    elif W / H < target_ratio / 1.01:  # too tall: crop height
-        new_h = max(1, round(W / target_ratio))
-        top = (H - new_h) // 2
-        x = x[..., top:top + new_h, :]
+    top, left, rows, cols = view_crop(H, W, input_size)
+    x = x[..., top:top + rows, left:left + cols]
     shrinking = x.shape[-2] > h or x.shape[-1] > w
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrinking).clamp(0, 1)
 

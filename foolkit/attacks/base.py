@@ -162,6 +162,9 @@ class Problem:
     generator: torch.Generator
     #: required confidence as a log-odds ``log(c / (1 − c))`` of the adversarial class; ``-inf``: none
     kappa: float = -math.inf
+    #: the model's ``view_scale``: L2 lengths of the model's own view (a radius, a step) are this
+    #: much longer in ``x`` (a photo the model sees shrunk 10x needs 10x longer steps)
+    scale: float = 1.0
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -169,7 +172,7 @@ class Problem:
     def sub(self, idx: torch.Tensor) -> Problem:
         """The same problem restricted to samples ``idx``."""
         return Problem(self.model, self.x[idx], self.labels[idx], self.targeted, self.bounds, self.generator,
-                       self.kappa)
+                       self.kappa, self.scale)
 
     def margin(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``(B,)``: negative exactly when adversarial. Untargeted ``z_y − max_{j≠y} z_j``,
@@ -297,6 +300,13 @@ class AttackResult:
 # --------------------------------------------------------------------------------------------
 # the template
 # --------------------------------------------------------------------------------------------
+def _view_scale(model: nn.Module) -> float:
+    scale = float(getattr(model, "view_scale", 1.0))
+    if not (math.isfinite(scale) and scale > 0):
+        raise FoolkitError(f"the model's view_scale must be a positive number, got {scale}")
+    return scale
+
+
 class Attack(ABC):
     """Base class. Hyperparameters are keyword-only constructor arguments stored on ``self``.
 
@@ -361,7 +371,8 @@ class Attack(ABC):
                     target = torch.full((n,), target, dtype=torch.long)
                 tgt = self._check_labels(target, n, logits0.shape[1], "target").to(device)
             gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(int(self.seed))
-            p = Problem(counted, x.detach(), tgt if tgt is not None else y, tgt is not None, bounds, gen, kappa)
+            p = Problem(counted, x.detach(), tgt if tgt is not None else y, tgt is not None, bounds, gen, kappa,
+                        _view_scale(model))
             if n:
                 # a sample that is already adversarial (misclassified, or already the target with
                 # the required confidence) is its own answer at distance 0: only the rest is attacked

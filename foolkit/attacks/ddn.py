@@ -18,7 +18,9 @@ class DDN(Attack):
     (cosine-annealed to ``gamma_final`` when given, which lands closer to the boundary);
     ``step_size``/``final_step_size``: cosine-annealed gradient step length (L2); ``loss``: "ce"
     (the paper) or "margin" (logit difference); ``grid``: round every iterate to the 8-bit grid,
-    as the DDN paper does, so the best adversarial kept is one that survives saving."""
+    as the DDN paper does, so the best adversarial kept is one that survives saving. The radius
+    and step lengths are those of the model's own view: ``x`` gets them times the model's
+    ``view_scale`` (:attr:`Problem.scale`)."""
 
     name = "ddn"
     norm = "l2"
@@ -52,12 +54,12 @@ class DDN(Attack):
         x = p.x
         n = len(x)
         delta = torch.zeros_like(x)
-        eps = torch.full((n,), self.init_epsilon, device=x.device)
+        eps = torch.full((n,), self.init_epsilon * p.scale, device=x.device)
         best = x.clone()
         best_l2 = torch.full((n,), torch.inf, device=x.device)
         objective = p.gain if self.loss == "ce" else (lambda logits: -p.margin(logits))
         for i in range(self.steps):
-            alpha = cosine(i, self.steps, self.step_size, self.final_step_size)
+            alpha = cosine(i, self.steps, self.step_size, self.final_step_size) * p.scale
             gamma = cosine(i, self.steps, self.gamma, self.gamma_final)
             _, g, logits = p.grad(objective, x + delta)
             adv = p.is_adversarial(logits)

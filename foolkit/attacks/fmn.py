@@ -19,7 +19,8 @@ from foolkit.attacks.base import DUAL, Attack, Problem, check_count, check_fract
 
 class FMN(Attack):
     """``norm``: "l1" | "l2" | "linf"; ``steps``; ``alpha_init``/``alpha_final`` (gradient step,
-    default final = init/100); ``gamma_init``/``gamma_final`` (ε factor)."""
+    default final = init/100, an L2 length in the model's own view: ``x`` gets it times the
+    model's ``view_scale``); ``gamma_init``/``gamma_final`` (ε factor)."""
 
     name = "fmn"
 
@@ -50,7 +51,7 @@ class FMN(Attack):
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         for i in range(self.steps):
             gamma = cosine(i, self.steps, self.gamma_init, self.gamma_final)
-            alpha = cosine(i, self.steps, self.alpha_init, self.alpha_final)
+            alpha = cosine(i, self.steps, self.alpha_init, self.alpha_final) * p.scale
             margin, g, logits = p.grad(p.margin, x + delta)
             adv = p.is_adversarial(logits)
             dn = norm_of(delta, self.norm)

@@ -44,10 +44,13 @@ class _FullResolution(nn.Module):
 def full_resolution_classifier(model: Any, channels: int, height: int, width: int) -> Any:
     """A :class:`Classifier` that takes ``(B, channels, height, width)`` images and classifies them
     the way ``foolkit classify`` does (channel conversion, centre crop, resize)."""
+    from foolkit.images import view_scale
     from foolkit.models import Classifier
 
-    return Classifier(_FullResolution(model, model.input_size), mean=[0.0], std=[1.0], classes=model.classes,
-                      input_size=(channels, height, width), bounds=model.bounds, name=model.name).to(model.device)
+    clf = Classifier(_FullResolution(model, model.input_size), mean=[0.0], std=[1.0], classes=model.classes,
+                     input_size=(channels, height, width), bounds=model.bounds, name=model.name).to(model.device)
+    clf.view_scale = view_scale(height, width, model.input_size) * model.view_scale
+    return clf
 
 
 def _build(method: str, norm: str | None, eps: float | None, steps: int | None, seed: int) -> Any:

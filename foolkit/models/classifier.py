@@ -50,6 +50,10 @@ class Classifier(nn.Module):
         self.meta: dict[str, Any] = dict(meta or {})
         #: the most images ``net`` takes at once (None: any number)
         self.max_batch: int | None = None
+        #: L2 length in the input of a perturbation whose effect on the network's own view has length 1
+        #: (:func:`foolkit.images.view_scale`: above 1 for a photo the model sees shrunk); the
+        #: minimum-norm attacks scale their first radius and step lengths by it
+        self.view_scale: float = 1.0
 
     # -- the module ------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
