@@ -26,13 +26,16 @@ from foolkit.runs import atomic_write_bytes
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
 
-def load_image(path: str | os.PathLike[str], channels: int | None = None) -> torch.Tensor:
+def load_image(path: str | os.PathLike[str], channels: int | None = None, *,
+               notes: list[str] | None = None) -> torch.Tensor:
     """Read any image Pillow reads into a ``(C, H, W)`` float tensor in ``[0, 1]``.
 
     Handles RGB, grayscale, RGBA/LA and palette images with transparency (composited on
     white), 16- and 32-bit grayscale, CMYK and YCbCr, and EXIF orientation. ``channels``
     (1 or 3) converts to gray or RGB; ``None`` keeps 1 for gray sources and 3 otherwise.
-    Raises :class:`FoolkitError` with one clear line for anything unreadable.
+    Of an animation (GIF, APNG, WebP, multi-page TIFF) the first frame is read, and ``notes``
+    (when given) gets a line saying so. Raises :class:`FoolkitError` with one clear line for
+    anything unreadable.
     """
     path = Path(path)
     if not path.exists():
@@ -49,6 +52,7 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> tor
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
+                frames = int(getattr(img, "n_frames", 1))
                 img = ImageOps.exif_transpose(img) or img
                 arr = _to_array(img)
     except FoolkitError as exc:
@@ -56,6 +60,8 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> tor
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
         raise FoolkitError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from exc
+    if frames > 1 and notes is not None:
+        notes.append(f"it has {frames} frames; the first is used")
     x = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
     return to_channels(x, channels) if channels is not None else x
 

@@ -189,7 +189,8 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     from foolkit.images import load_image, noise_image, panel, png_bytes, quantize
     from foolkit.runs import atomic_write_all, json_bytes
 
-    x = load_image(path)
+    notes: list[str] = []
+    x = load_image(path, notes=notes)
     c, h, w = x.shape
     clf = full_resolution_classifier(model, c, h, w)
     t0 = time.perf_counter()
@@ -198,7 +199,6 @@ def _attack_one(model: Any, model_name: str, atk: Any, method: str, norm: str, t
     adv = res.adv[0].detach().cpu()
     lab0, conf0 = int(res.labels_before[0]), float(res.confidences_before[0])
     lab1, conf1, success = int(res.labels_after[0]), float(res.confidences_after[0]), bool(res.success[0])
-    notes = []
     if tgt is not None and lab0 == tgt and conf0 >= confidence:
         notes.append(f"already classified as the target {model.classes[tgt]}: nothing to do")
     saved = quantize(adv.clone())  # what the PNG keeps

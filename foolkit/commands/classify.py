@@ -7,7 +7,7 @@ from typing import Any
 import click
 import torch
 
-from foolkit.commands.common import cell, device_option, emit_json, model_options
+from foolkit.commands.common import cell, device_option, emit_json, info, model_options
 from foolkit.errors import FoolkitError
 from foolkit.utils import format_confidence
 
@@ -31,7 +31,10 @@ def classify(images: tuple[str, ...], model_name: str, weights: str | None, top:
     model = load_model(model_name, device=device, weights=weights)
     _, h, w = model.input_size
     for p in images:  # read every image once first, so a broken one fails the command before anything is printed
-        x = load_image(p)
+        notes: list[str] = []
+        x = load_image(p, notes=notes)
+        for note in notes:
+            info(f"foolkit: {p}: {note}")
         if crops == "10" and (x.shape[1] < h or x.shape[2] < w):
             raise FoolkitError(f"--crops 10 takes crops of {h}x{w} from each image; {p} is only {x.shape[1]}x{x.shape[2]}")
     k = min(top, model.num_classes)

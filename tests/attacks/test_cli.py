@@ -368,3 +368,19 @@ def test_evaluation_names_keep_every_digit_of_eps_and_confidence() -> None:
     assert a != b and _eval_name("mnist", "pgd", "linf", 0.2, None, 0.0, 40) == "eval-mnist-pgd-linf-eps0.2-n40.json"
     assert _eval_name("mnist", "ddn", "l2", None, None, 0.9999999, None) != _eval_name("mnist", "ddn", "l2", None,
                                                                                        None, 0.99999999, None)
+
+
+def test_an_animation_is_attacked_and_classified_by_its_first_frame_and_says_so(cli, lenet, mnist_batch, tmp_path):
+    x, _ = mnist_batch
+    frames = [Image.fromarray((x[i, 0].numpy() * 255).astype(np.uint8)) for i in (0, 5)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    r = cli("classify", tmp_path / "anim.gif", "--model", "lenet-mnist", "--json")
+    assert r.exit_code == 0 and "anim.gif: it has 2 frames; the first is used" in r.stderr
+    first = int(lenet.predict(x[:1])[0][0])
+    assert json.loads(r.stdout)["top"][0]["label"] == first
+    r = cli("attack", tmp_path / "anim.gif", "--model", "lenet-mnist", "--steps", "10", "--out", tmp_path / "o",
+            "--json")
+    assert r.exit_code == 0 and "it has 2 frames; the first is used" in r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["original"]["label"] == first and rec["notes"] == ["it has 2 frames; the first is used"]
+    assert Image.open(tmp_path / "o" / "anim.adv.png").size == (28, 28)
