@@ -21,20 +21,35 @@ from torch import nn
 from foolkit.errors import FoolkitError
 
 
+def _pair(hw: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of an image size given as one side or as two."""
+    return (int(hw), int(hw)) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
+
+
+def _flat_side(arch: str, hw: int | Sequence[int], shrink: Callable[[int], int], smallest: int) -> tuple[int, int]:
+    """What ``arch``'s convolutions leave of an image of size ``hw``: ``(shrink(h), shrink(w))``,
+    refusing images too small for them (one line, not a crash later in a matrix product)."""
+    h, w = _pair(hw)
+    if min(h, w) < smallest:
+        raise FoolkitError(f"{arch} takes images of at least {smallest}x{smallest} pixels, got {h}x{w}")
+    return shrink(h), shrink(w)
+
+
 class LeNet(nn.Module):
     """Caffe's MNIST LeNet (as used by Nguyen et al. 2015): conv5×5·20 → max-pool 2 →
     conv5×5·50 → max-pool 2 → fc500 → ReLU → fc. Like Caffe's, no nonlinearity after the
     convolutions; ``dropout`` adds dropout before the last layer."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_hw: int = 28, dropout: float = 0.0):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_hw: int | Sequence[int] = 28,
+                 dropout: float = 0.0):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2),
             nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
         )
-        side = ((input_hw - 4) // 2 - 4) // 2
+        rows, cols = _flat_side("lenet", input_hw, lambda n: ((n - 4) // 2 - 4) // 2, 16)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(50 * side * side, 500), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(50 * rows * cols, 500), nn.ReLU(inplace=True),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(), nn.Linear(500, num_classes),
         )
 
@@ -156,8 +171,8 @@ class SmallAlexNet(nn.Module):
     """Zhang et al.'s small AlexNet: two (conv5×5·64 → max-pool 3×3/2 → LRN) modules, then
     fc384 → fc192 → fc. 1,387,786 parameters on 28×28×3 inputs, as in the paper."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, input_hw: int = 28, *, dropout: float = 0.0,
-                 batchnorm: bool = False):
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, input_hw: int | Sequence[int] = 28, *,
+                 dropout: float = 0.0, batchnorm: bool = False):
         super().__init__()
 
         def block(cin: int) -> list[nn.Module]:
@@ -166,11 +181,10 @@ class SmallAlexNet(nn.Module):
                     nn.LocalResponseNorm(4, alpha=0.001 / 9.0, beta=0.75, k=1.0)]
 
         self.features = nn.Sequential(*block(in_channels), *block(64))
-        side = (input_hw + 1) // 2
-        side = (side + 1) // 2
+        rows, cols = _flat_side("small-alexnet", input_hw, lambda n: ((n + 1) // 2 + 1) // 2, 1)
         drop: Callable[[], nn.Module] = (lambda: nn.Dropout(dropout)) if dropout > 0 else nn.Identity
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * side * side, 384), nn.ReLU(inplace=True), drop(),
+            nn.Flatten(), nn.Linear(64 * rows * cols, 384), nn.ReLU(inplace=True), drop(),
             nn.Linear(384, 192), nn.ReLU(inplace=True), drop(), nn.Linear(192, num_classes),
         )
 
@@ -213,13 +227,14 @@ class SmallResNet(nn.Module):
 
 
 def _mlp(depth: int) -> Callable[..., nn.Module]:
-    def build(in_channels: int, num_classes: int, input_hw: int, **kw: Any) -> nn.Module:
+    def build(in_channels: int, num_classes: int, input_hw: int | Sequence[int], **kw: Any) -> nn.Module:
         kw.setdefault("depth", depth)
-        return MLP(in_channels * input_hw * input_hw, num_classes, **kw)
+        h, w = _pair(input_hw)
+        return MLP(in_channels * h * w, num_classes, **kw)
     return build
 
 
-#: name → builder(in_channels, num_classes, input_hw, **kwargs)
+#: name → builder(in_channels, num_classes, input_hw, **kwargs); ``input_hw``: ``(height, width)`` or one side
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "lenet": lambda in_channels, num_classes, input_hw, **kw: LeNet(in_channels, num_classes, input_hw, **kw),
     "mlp": _mlp(1),
@@ -274,7 +289,8 @@ def check_arch_options(name: str, options: dict[str, Any]) -> None:
                 raise FoolkitError(f"{name} option {key} must be a whole number >= {low}, got {value!r}")
 
 
-def build_arch(name: str, *, in_channels: int, num_classes: int, input_hw: int, **kwargs: Any) -> nn.Module:
+def build_arch(name: str, *, in_channels: int, num_classes: int, input_hw: int | Sequence[int],
+               **kwargs: Any) -> nn.Module:
     """Instantiate a named architecture; unknown names and bad options raise :class:`FoolkitError`."""
     if name not in ARCHS:
         raise FoolkitError(f"unknown architecture {name!r}; choose from {', '.join(sorted(ARCHS))}")

@@ -254,7 +254,8 @@ def _load_file(path: Path, weights: str | None) -> Classifier:
     mean, std = meta.get("mean", [0.0] * c), meta.get("std", [1.0] * c)
     if "arch" in meta:  # a foolkit-trained state dict
         net = build_arch(meta["arch"], in_channels=c, num_classes=len(meta["classes"]),
-                         input_hw=int(meta["input_size"][1]), **meta.get("arch_kwargs", {}))
+                         input_hw=(int(meta["input_size"][1]), int(meta["input_size"][2])),
+                         **meta.get("arch_kwargs", {}))
         _apply_state_dict(net, _load_state_dict(weights or path), str(weights or path))
     elif weights is not None:
         raise FoolkitError(f"--weights is for foolkit-trained and torchvision models; {path.name} is compiled "
@@ -331,7 +332,8 @@ def save_model(model: Classifier, path: str | os.PathLike[str], *, arch: str, ar
 def new_model(arch: str, *, classes: list[str], input_size: tuple[int, int, int], mean: list[float], std: list[float],
               device: str | torch.device = "cpu", name: str | None = None, **arch_kwargs: Any) -> Classifier:
     """A freshly initialised :class:`Classifier` of a named architecture."""
-    net = build_arch(arch, in_channels=input_size[0], num_classes=len(classes), input_hw=input_size[1], **arch_kwargs)
+    net = build_arch(arch, in_channels=input_size[0], num_classes=len(classes),
+                     input_hw=(input_size[1], input_size[2]), **arch_kwargs)
     clf = Classifier(net, mean=mean, std=std, classes=classes, input_size=input_size, name=name or arch,
                      meta={"arch": arch, "arch_kwargs": arch_kwargs})
     return clf.to(resolve_device(device))

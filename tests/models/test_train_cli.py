@@ -482,3 +482,29 @@ def test_an_arch_option_given_twice_is_refused(cli, one_line_error, tmp_path):
     one_line_error(cli("train", "--model", "mlp3x512", "--dataset", "mnist", "--arch-opt", "dropout=0.1",
                        "--arch-opt", "dropout=0.5", "--out", tmp_path / "m"), "--arch-opt dropout is given twice")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("arch", ["lenet", "mlp1x512", "small-alexnet"])
+def test_a_folder_of_images_that_are_not_square_trains_and_the_model_loads(cli, tmp_path, mnist_test, arch):
+    """Architectures with a fully connected layer after their convolutions size it for both sides."""
+    from PIL import Image
+
+    from foolkit.models import load_model
+
+    for c in range(2):
+        (tmp_path / "set" / f"k{c}").mkdir(parents=True)
+        for i, img in enumerate(mnist_test.x[mnist_test.y == c][:5]):
+            Image.fromarray(img[0].numpy()).resize((24, 20)).save(tmp_path / "set" / f"k{c}" / f"{i}.png")
+    r = cli("train", "--model", arch, "--dataset", f"folder:{tmp_path / 'set'}", "--epochs", "1", "--out",
+            tmp_path / "t")
+    assert r.exit_code == 0, r.stderr
+    model = load_model(str(tmp_path / "t.pt"))
+    assert model.input_size == (1, 20, 24) and model(torch.zeros(2, 1, 20, 24)).shape == (2, 2)
+
+
+def test_images_too_small_for_lenet_are_refused_in_one_line(tmp_path):
+    from foolkit.models.archs import build_arch
+
+    with pytest.raises(FoolkitError, match="lenet takes images of at least 16x16 pixels, got 12x30"):
+        build_arch("lenet", in_channels=1, num_classes=2, input_hw=(12, 30))
+    assert build_arch("lenet", in_channels=1, num_classes=2, input_hw=16)(torch.zeros(1, 1, 16, 16)).shape == (1, 2)
