@@ -70,11 +70,16 @@ class TwoLayerReLU(nn.Module):
 
     @torch.no_grad()
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.reshape(len(z), -1).to(self.a)
+        z = z.reshape(len(z), self.a.numel()).to(self.a)
         x = z @ self.a
-        rows = max(1, min(self.chunk, 4_000_000 // max(1, self.b.numel())))  # hidden chunk ≤ 32 MB
-        out = [(x[i:i + rows, None] - self.b[None, :]).clamp_(min=0) @ self.w for i in range(0, len(x), rows)]
-        return torch.cat(out) if out else x.new_empty(0)
+        rows = max(1, min(self.chunk, len(x), 4_000_000 // max(1, self.b.numel())))  # hidden chunk ≤ 32 MB
+        hidden = x.new_empty(rows, self.b.numel())  # one buffer for every chunk: a fresh (rows, n) block each
+        out = x.new_empty(len(x))                   # time left the allocator holding ~n² bytes at large n
+        for i in range(0, len(x), rows):
+            h = hidden[:len(x) - i] if len(x) - i < rows else hidden
+            torch.sub(x[i:i + rows, None], self.b[None, :], out=h).clamp_(min=0)
+            torch.mv(h, self.w, out=out[i:i + len(h)])
+        return out
 
 
 @dataclass

@@ -82,3 +82,17 @@ def test_train_accuracy_counts_every_image_copies_with_other_labels_too(tmp_path
     res = memorize_dataset(f"folder:{tmp_path}", n=100, random_labels=False)
     assert res["n"] == 1 and res["n_images"] >= 10  # (a few held out for the test split)
     assert 0 < res["train_accuracy"] < 1
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 512])
+def test_the_chunked_forward_pass_is_the_dense_network(chunk):
+    """Chunks of any size (a remainder included) give the dense c(z) = relu(<a, z> - b) @ w."""
+    from foolkit.memorize.expressivity import TwoLayerReLU
+
+    z, y = random_problem(50, 6, seed=3)
+    net = construct(z, y)
+    net.chunk = chunk
+    dense = ((z @ net.a)[:, None] - net.b[None, :]).clamp(min=0) @ net.w
+    assert torch.allclose(net(z), dense, rtol=0, atol=1e-9 * float(dense.abs().max()))
+    assert net(z[:0]).shape == (0,)
+    assert isinstance(net, TwoLayerReLU)
