@@ -229,10 +229,14 @@ def _resume_config(run: RunDir, config: RetrainConfig) -> RetrainConfig:
     return dataclasses.replace(old, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES})
 
 
+#: what a run writes in its folder (besides config, log and checkpoint): a new run overwrites none of it
+OUTPUTS = ("rounds.json", "rounds.png", "round-*")
+
+
 def _refuse_existing(run: RunDir) -> None:
-    """A new run never overwrites one (checked before anything is loaded or written)."""
-    if run.config_path.exists() or run.checkpoint_path.exists():
-        raise FoolkitError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    """A new run never overwrites one, nor files it would write (checked before anything is
+    loaded or written)."""
+    run.refuse_taken(OUTPUTS)
 
 
 def _load_inputs(config: RetrainConfig, dev: torch.device) -> tuple[Dataset, Dataset, Classifier, str]:
@@ -298,7 +302,7 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
     if resume:
         run.save_config(dataclasses.asdict(config))  # changed rounds/device included: the next --resume's base
     else:
-        run.create(dataclasses.asdict(config), resume=False)
+        run.create(dataclasses.asdict(config), resume=False, outputs=OUTPUTS)
     if progress:  # after the last check: a command that fails says only its error
         say_capped(config.dataset, data)
 

@@ -18,7 +18,7 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +150,9 @@ def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: str | None =
     is interrupted, before the file ``saved`` (default: the checkpoint) exists, remove what it wrote
     (:meth:`RunDir.discard`), so that the corrected command can use the same folder (a resume could
     not change the setting at fault, and would start from the beginning anyway). A resumed run, or a
-    folder that already holds one (which ``create`` refuses), is never touched."""
+    folder that already holds one or a log (which ``create`` refuses), is never touched."""
     fresh = (run is not None and not resume and not run.config_path.exists()
-             and not run.checkpoint_path.exists())
+             and not run.checkpoint_path.exists() and not run.log_path.exists())
     existed = run is not None and run.path.exists()
     try:
         yield
@@ -184,24 +184,35 @@ class RunDir:
     def checkpoint_path(self) -> Path:
         return self.path / "checkpoint.pt"
 
-    def create(self, config: dict[str, Any], *, resume: bool) -> dict[str, Any]:
+    def create(self, config: dict[str, Any], *, resume: bool, outputs: Sequence[str] = ()) -> dict[str, Any]:
         """Start or resume the run; returns the config in force.
 
-        Starting refuses a folder that already holds a run (so nothing is lost by
-        accident); resuming needs one and returns the saved config.
+        Starting refuses a folder that already holds a run, or a log or any of the run's
+        ``outputs`` (names or glob patterns: what the run will write), so nothing is lost by
+        accident; resuming needs a run and returns the saved config.
         """
         if resume:
             if not self.config_path.is_file():
                 raise FoolkitError(f"nothing to resume in {self.path}: no config.json")
             self.remove_stale_temporaries()
             return read_json(self.config_path)
-        if self.config_path.exists() or self.checkpoint_path.exists():
-            raise FoolkitError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        self.refuse_taken(outputs)
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, config)
-        if self.log_path.exists():
-            self.log_path.unlink()
         return config
+
+    def refuse_taken(self, outputs: Sequence[str] = ()) -> None:
+        """Raise :class:`FoolkitError` (one line) when a new run here would overwrite something:
+        a run (config, checkpoint), a log, or a file matching one of ``outputs``."""
+        if self.config_path.exists() or self.checkpoint_path.exists():
+            raise FoolkitError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        if not self.path.is_dir():
+            return
+        for pattern in ("log.jsonl", *outputs):
+            taken = sorted(self.path.glob(pattern))
+            if taken:
+                raise FoolkitError(f"{self.path} already holds {taken[0].name}, which a new run would overwrite; "
+                                   "choose another --out (or move it away)")
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files of atomic writes that a ``kill -9`` cut short (``.NAME.*.tmp``,

@@ -234,3 +234,12 @@ def test_a_model_whose_classes_are_not_the_datasets_is_refused(cli, one_line_err
         (renamed / str(c)).rename(renamed / "abcdefghij"[c])
     one_line_error(cli("retrain", *FAST[:3], f"folder:{renamed}", *FAST[4:], "--out", tmp_path / "x"),
                    "class 0 is 'a' in the data but '0' in the model")
+
+
+@pytest.mark.parametrize("stray", ["rounds.json", "round-0"])
+def test_a_new_run_never_overwrites_outputs_left_in_its_folder(cli, one_line_error, tmp_path, stray):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / stray).write_text("kept")
+    one_line_error(cli("retrain", *FAST, "--rounds", "0", "--out", out), f"already holds {stray}")
+    assert (out / stray).read_text() == "kept" and sorted(p.name for p in out.iterdir()) == [stray]

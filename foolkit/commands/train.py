@@ -237,8 +237,10 @@ def train(arch: str | None, dataset: str | None, epochs: int, out: str, batch_si
     elif ckpt.exists() and not force:
         raise FoolkitError(f"{ckpt} holds an unfinished run{_progress(ckpt)}; pass --resume to continue it "
                            "or --force to delete it and start over")
-    elif path.exists() and not force:
-        raise FoolkitError(f"{path} exists; pass --force to overwrite it, or choose another --out")
+    elif not force:
+        for p in (path, path.with_suffix(".json"), log_path):  # the model, its card and its log: all or none
+            if p.exists():
+                raise FoolkitError(f"{p} exists; pass --force to overwrite it, or choose another --out")
 
     # every value checked before any data are loaded or files touched
     if given["subset"] is not None and given["subset"] <= 0:

@@ -37,6 +37,9 @@ from foolkit.utils import rng_state, seed_everything, set_rng_state
 OUTPUTS_EVERY_S = 60.0
 OUTPUTS_SPACING = 20.0
 
+#: what a run writes in its folder (besides config, log and checkpoint): a new run overwrites none of it
+OUTPUTS = ("archive.json", "gallery.png", "progress.png", "elites")
+
 #: settings a resumed run may change; everything else must match the saved run. (A new batch_size
 #: can change the forward pass's last bits, so such a run may drift from an uninterrupted one.)
 RESUMABLE_OVERRIDES = ("generations", "until", "time_limit", "checkpoint_every", "batch_size")
@@ -247,7 +250,7 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
                                  "config": config.to_dict()})
             else:
                 run.create({"model": model.name, "weights": model.fingerprint(), "config": config.to_dict()},
-                           resume=False)
+                           resume=False, outputs=OUTPUTS)
             run.truncate_log("generation", search.generation)
         return _generations(model, config, run, search, logbook, seconds_before, classes, names, on_generation,
                             progress)

@@ -297,9 +297,8 @@ def _resume_config(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
     return saved
 
 
-def _refuse_existing(run_dir: RunDir) -> None:
-    if run_dir.config_path.exists() or run_dir.checkpoint_path.exists():
-        raise FoolkitError(f"{run_dir.path} already holds a run; pass --resume to continue it or choose another --out")
+#: what each experiment writes in its folder (besides config and log): a new run overwrites none of it
+OUTPUTS = {"results.json": ("results.json", "fig1*.png", "labels-*.pt"), "regularizers.json": ("regularizers.*",)}
 
 
 def _probe_model(settings: RunSettings, x: torch.Tensor, classes: Sequence[str], device: str | torch.device) -> None:
@@ -344,7 +343,7 @@ def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings
     pass). ``min_train``: the fewest training examples the runs need. Returns the data and the
     records a resumed run has already written (``results[key]``)."""
     if run_dir is not None and not resume:
-        _refuse_existing(run_dir)
+        run_dir.refuse_taken(OUTPUTS[results])
     _check_subsets(config["subset"], config["test_subset"])
     split = load_split(config["dataset"], subset=config["subset"], test_subset=config["test_subset"],
                        seed=config["seed"], data_dir=data_dir)
@@ -366,7 +365,7 @@ def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings
     if progress:
         say_capped(config["dataset"], split.data)
     if run_dir is not None and not resume:
-        run_dir.create(config, resume=False)
+        run_dir.create(config, resume=False, outputs=OUTPUTS[results])
     return split, done
 
 

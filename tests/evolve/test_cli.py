@@ -307,3 +307,13 @@ def test_resume_without_out_finds_a_run_in_the_old_default_folder(cli, tmp_path:
     from foolkit.runs import RunDir
 
     assert [x["generation"] for x in RunDir(old).read_log()] == [1, 2]
+
+
+@pytest.mark.parametrize("stray", ["archive.json", "gallery.png", "elites"])
+def test_a_new_run_never_overwrites_outputs_left_in_its_folder(cli, one_line_error, tmp_path: Path, stray: str) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / stray).write_text("kept")
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu"),
+                   f"already holds {stray}")
+    assert (out / stray).read_text() == "kept" and sorted(p.name for p in out.iterdir()) == [stray]

@@ -136,3 +136,15 @@ def test_a_list_option_names_each_item_once():
     from foolkit.commands.memorize import _names
 
     assert _names("none, none,dropout,,none") == ["none", "dropout"]  # regularizers none,none trained two rows
+
+
+@pytest.mark.parametrize("command,stray", [("randomize", "results.json"), ("randomize", "fig1a-loss.png"),
+                                           ("regularizers", "regularizers.md"), ("randomize", "log.jsonl")])
+def test_a_new_run_never_overwrites_files_it_would_write(cli, one_line_error, tmp_path, command, stray):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / stray).write_text("my precious results")
+    small = ["--subset", "50", "--test-subset", "50", "--epochs", "1"]
+    small += ["--variants", "true"] if command == "randomize" else ["--regularizers", "none", "--labels", "true"]
+    one_line_error(cli("memorize", command, *small, "--out", out), f"already holds {stray}", "another --out")
+    assert (out / stray).read_text() == "my precious results" and sorted(p.name for p in out.iterdir()) == [stray]

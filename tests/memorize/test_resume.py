@@ -142,7 +142,7 @@ def tiny_rgb(tmp_path):
 @pytest.mark.parametrize("change,fragment", [
     (["--dataset", "cifar10"], "cifar10"),                       # offline, not on disk
     (["--dataset", "folder:/nonexist"], "no such dataset folder"),
-    (["--dataset", "TINY", "--model", "lenet"], "cannot take [3, 6, 6] images"),
+    (["--dataset", "TINY", "--model", "lenet"], "lenet takes images of at least 16x16 pixels, got 6x6"),
 ])
 def test_a_failed_start_leaves_nothing_and_the_corrected_command_runs(cli, one_line_error, tmp_path, tiny_rgb,
                                                                         command, change, fragment):

@@ -508,3 +508,10 @@ def test_images_too_small_for_lenet_are_refused_in_one_line(tmp_path):
     with pytest.raises(FoolkitError, match="lenet takes images of at least 16x16 pixels, got 12x30"):
         build_arch("lenet", in_channels=1, num_classes=2, input_hw=(12, 30))
     assert build_arch("lenet", in_channels=1, num_classes=2, input_hw=16)(torch.zeros(1, 1, 16, 16)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("stray", ["t.json", "t.log.jsonl"])
+def test_a_new_run_never_overwrites_a_models_card_or_log(cli, one_line_error, tmp_path, stray):
+    (tmp_path / stray).write_text("kept")
+    one_line_error(cli("train", *TINY, "--epochs", "1", "--out", tmp_path / "t"), f"{stray} exists", "--force")
+    assert (tmp_path / stray).read_text() == "kept" and not (tmp_path / "t.pt").exists()
