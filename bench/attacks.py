@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from foolkit.attacks import make_attack  # noqa: E402
 from foolkit.data import load_dataset  # noqa: E402
 from foolkit.images import quantize  # noqa: E402
+from foolkit.utils import median  # noqa: E402
 from foolkit.models import load_model  # noqa: E402
 
 MODELS = {"lenet-mnist": "lenet-mnist", "lenet-mnist-pgd": str(ROOT / "bench/models/lenet-mnist-pgd.pt")}
@@ -57,8 +58,8 @@ def score(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.T
     d = (adv - x).flatten(1)
     l2, linf = d.norm(dim=1), d.abs().amax(dim=1)
     return {"success_rate": float(ok.float().mean()), "success_after_8bit": float((pred_q != y).float().mean()),
-            "median_l2": float(l2[ok].median()) if ok.any() else None,
-            "median_linf": float(linf[ok].median()) if ok.any() else None,
+            "median_l2": median(l2[ok]) if ok.any() else None,
+            "median_linf": median(linf[ok]) if ok.any() else None,
             "on_8bit_grid": bool(torch.equal(adv, quantize(adv))), "seconds": round(seconds, 3)}
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from foolkit.errors import FoolkitError, Interrupted, MachineError
 from foolkit.runs import atomic_write_json, atomic_write_text
-from foolkit.utils import format_confidence
+from foolkit.utils import format_confidence, median
 
 
 @dataclass
@@ -101,7 +101,7 @@ def stage_attack(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
         rows.append({"label": int(y[i]), "adversarial": a, "confidence": adv_c, "l2": float(result.l2[i]),
                      "linf": float(result.linf[i]), "success": bool(result.success[i])})
     n = {"images": len(y), "confidence_required": CONFIDENCE, "success_rate": result.success_rate, "median_l2": result.median("l2"),
-         "median_linf": result.median("linf"), "median_confidence": float(result.confidences_after[result.success].median())
+         "median_linf": result.median("linf"), "median_confidence": median(result.confidences_after[result.success])
          if bool(result.success.any()) else None, "digits": rows}
     text = (f"{int(result.success.sum())} of {len(y)} correctly classified test digits are read as another digit with "
             f"at least {CONFIDENCE * 100:.0f}% confidence after adding the smallest noise foolkit finds for that "
@@ -124,7 +124,7 @@ def stage_evolve(model: Any, out: Path, s: DemoSettings, seed: int) -> Stage:
         conf = res.confidences.float()
         n[enc] = {"generations": res.generations_done, "evaluations": res.evaluations, "seconds": res.seconds,
                   "classes_at_99.99": int((conf >= 0.9999).sum()), "classes_at_99": int((conf >= 0.99).sum()),
-                  "min_confidence": float(conf.min()), "median_confidence": float(conf.median())}
+                  "min_confidence": float(conf.min()), "median_confidence": median(conf)}
     d = n["direct"]
     text = (f"Evolution (MAP-Elites over the 10 digits, population {s.population}, every generation scored in one "
             f"batched forward pass) found, with the direct pixel encoding in {d['generations']} generations "

@@ -49,7 +49,7 @@ from foolkit.errors import FoolkitError
 from foolkit.models import Classifier, load_model, new_model, save_model
 from foolkit.models.training import TrainConfig, evaluate, fit
 from foolkit.runs import RunDir, atomic_write_json, load_checkpoint, save_checkpoint
-from foolkit.utils import format_confidence
+from foolkit.utils import format_confidence, median
 
 FOOLING = "fooling"
 
@@ -467,7 +467,7 @@ def _measure(model: Classifier, config: RetrainConfig, test: Dataset, holdout: t
         res = _evolve(model, config, _round_seed(config, r, 0), _real_classes(model), dev, progress)
         conf = res.confidences.float()
         rec.fooled_classes = int((conf >= 0.99).sum())
-        rec.median_confidence = float(conf.median())
+        rec.median_confidence = median(conf)
         captions = [f"{model.classes[c]}\n{format_confidence(float(p))}" for c, p in zip(res.classes, conf)]
         return rec, (res.images, captions)
     from foolkit.attacks import make_attack

@@ -12,6 +12,13 @@ import torch
 from foolkit.errors import FoolkitError
 
 
+def median(values: torch.Tensor) -> float:
+    """The median of a tensor's values: the mean of the two middle ones for an even count (as
+    numpy's, and every paper's; ``torch.median`` takes the lower one); ``nan`` when empty."""
+    v = values.detach().reshape(-1).double()
+    return float(v.quantile(0.5)) if v.numel() else math.nan
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` → CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as given."""
     if isinstance(device, torch.device):

@@ -24,6 +24,7 @@ from torch import nn
 
 from foolkit.errors import FoolkitError
 from foolkit.images import exact_div
+from foolkit.utils import median
 
 Norm = Literal["l1", "l2", "linf"]
 NORMS: tuple[str, ...] = ("l1", "l2", "linf")
@@ -268,7 +269,7 @@ class AttackResult:
     def median(self, norm: str = "l2") -> float:
         """Median ``norm`` over successful samples (``nan`` when none succeeded)."""
         v = getattr(self, norm)[self.success]
-        return float(v.median()) if len(v) else math.nan
+        return median(v)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able aggregate: counts, success rate, median norms (None when nothing succeeded:

@@ -22,7 +22,7 @@ from foolkit.attacks import ATTACKS, make_attack
 from foolkit.commands.common import (cell, check_writable_folder, data_dir_option, device_option, emit_json, info,
                                      model_options, seed_option, typed_options)
 from foolkit.errors import FoolkitError
-from foolkit.utils import format_confidence  # rounded down: never a 100.0% that was not
+from foolkit.utils import format_confidence, median  # rounded down: never a 100.0% that was not
 
 BUDGET_METHODS = tuple(k for k, v in ATTACKS.items() if v.budget)
 
@@ -337,7 +337,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
 
     def med(k: str) -> float | None:
         v = norms[k][won]
-        return float(v.median()) if len(v) else None
+        return median(v) if len(v) else None
 
     summary = {
         "model": model_name, "dataset": dataset, "dataset_source": ds.source, "n": done, "method": method, "norm": norm,

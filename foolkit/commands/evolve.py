@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -191,11 +192,13 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     try:
         result = run_evolution(model, config, out=out, resume=resume, progress=True)
     except Interrupted as exc:
-        raise Interrupted(f"{exc}; continue with `foolkit evolve --model {model_name} --out {out} --resume`") from None
+        again = ["foolkit", "evolve", "--model", model_name, *(["--weights", weights] if weights else []),
+                 "--out", str(out), "--resume"]
+        raise Interrupted(f"{exc}; continue with `{shlex.join(again)}`") from None
     conf = result.confidences
     goal = config.until if config.until is not None else 0.9999  # what the run was asked for, else the paper's bar
     fooled = int((conf >= goal).sum())
-    median = float(conf.float().quantile(0.5))
+    median = float(conf.double().quantile(0.5))
     gens = f"{result.generations_done} generation{'' if result.generations_done == 1 else 's'}"
     info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:.10g}% after {gens} "
          f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "

@@ -228,6 +228,11 @@ def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, res
     if run is not None and resume:
         config = _resume_config(run, config, model)
         config.validate()
+        if not run.checkpoint_path.exists():  # killed before its first checkpoint: it starts again, unless
+            for name in OUTPUTS:              # it has results, which only a checkpoint can continue
+                if run.file(name).exists():
+                    raise FoolkitError(f"cannot resume {run.path}: its checkpoint.pt is gone, and starting over "
+                                       f"would overwrite its {name}; choose another --out for a new run")
     classes = config.class_indices(model)
     if config.classes is not None:  # saved as indices: a name or a number means one thing from here on
         config = replace(config, classes=classes)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from foolkit.errors import FoolkitError, MachineError
+from foolkit.utils import median
 
 KERNELS = ("linear", "polynomial", "gaussian")
 
@@ -69,7 +70,7 @@ def median_distance(x: torch.Tensor, *, max_points: int = 2000) -> float:
     x = x.reshape(len(x), -1).to(torch.float64)[:max_points]
     d = torch.cdist(x, x)
     iu = torch.triu_indices(len(x), len(x), 1)
-    return float(d[iu[0], iu[1]].median()) if len(x) > 1 else 1.0
+    return median(d[iu[0], iu[1]]) if len(x) > 1 else 1.0
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:

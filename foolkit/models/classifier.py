@@ -102,10 +102,10 @@ class Classifier(nn.Module):
             if text.lower() in lowered:
                 return lowered.index(text.lower())
             loose = [_loose(k) for k in self.classes]  # "ankle boot" is "Ankle-Boot", "ankle_boot"
-            if _loose(text) in loose and loose.count(_loose(text)) == 1:
-                return loose.index(_loose(text))
-            if text.lstrip("-").isdigit():
+            if text.lstrip("-").isdigit():  # a number is an index ("-1" is not the class named "1")
                 idx = int(text)
+            elif _loose(text) in loose and loose.count(_loose(text)) == 1:
+                return loose.index(_loose(text))
             else:
                 near = [k for k in self.classes if _loose(text) in _loose(k)][:5]
                 hint = f"; did you mean {', '.join(near)}?" if near else ""

@@ -317,3 +317,37 @@ def test_a_new_run_never_overwrites_outputs_left_in_its_folder(cli, one_line_err
     one_line_error(cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu"),
                    f"already holds {stray}")
     assert (out / stray).read_text() == "kept" and sorted(p.name for p in out.iterdir()) == [stray]
+
+
+def test_the_resume_hint_after_ctrl_c_is_a_command_that_resumes(cli, tmp_path: Path, monkeypatch) -> None:
+    """With the --weights the run was started with (without them the resume loads other weights),
+    quoted for the shell."""
+    import shlex
+    import shutil
+
+    from foolkit.errors import Interrupted
+    from foolkit.models.registry import WEIGHTS_DIR
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("interrupted after generation 3; checkpoint saved")
+
+    monkeypatch.setattr("foolkit.evolve.run_evolution", stopped)
+    weights = tmp_path / "my weights.pt"
+    shutil.copy(WEIGHTS_DIR / "lenet-mnist.pt", weights)
+    shutil.copy(WEIGHTS_DIR / "lenet-mnist.json", weights.with_suffix(".json"))
+    out = tmp_path / "a run"
+    r = cli("evolve", "-m", "lenet-mnist", "--weights", weights, "--out", out, "--device", "cpu")
+    assert r.exit_code == 130
+    hint = r.stderr.strip().splitlines()[-1].split("continue with `")[1].rstrip("`")
+    assert shlex.split(hint) == ["foolkit", "evolve", "--model", "lenet-mnist", "--weights", str(weights),
+                                 "--out", str(out), "--resume"]
+
+
+def test_a_resume_without_a_checkpoint_never_overwrites_the_runs_results(cli, one_line_error, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "2", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    (out / "checkpoint.pt").unlink()
+    before = (out / "archive.json").read_text()
+    one_line_error(cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu"),
+                   "checkpoint.pt is gone", "archive.json")
+    assert (out / "archive.json").read_text() == before

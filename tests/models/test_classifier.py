@@ -50,6 +50,10 @@ def test_class_index_by_name_and_number():
     for bad in ("zebra", "5", "-1", 7):
         with pytest.raises(FoolkitError):
             clf.class_index(bad)
+    digits = Classifier(_Tiny(), mean=[0], std=[1], classes=[str(i) for i in range(10)], input_size=(3, 8, 8))
+    for bad in ("-1", "-3", "10"):  # a negative number is not the class it names without its sign
+        with pytest.raises(FoolkitError, match="out of range"):
+            digits.class_index(bad)
 
 
 def _sidecar(path, **extra):
