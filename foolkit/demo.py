@@ -235,8 +235,10 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
              settings: DemoSettings | None = None) -> dict[str, Any]:
     """Run every stage into ``out``; returns the summary (also written to summary.json)."""
     from foolkit.models import load_model
+    from foolkit.utils import resolve_device
 
     out = Path(out)
+    resolve_device(device)  # an unusable --device is refused before the folder is claimed
     _claim(out)
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
     model = load_model("lenet-mnist", device=device)
@@ -268,7 +270,7 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0, device: str
         done = f"{out} holds the finished stage{'s' if len(stages) > 1 else ''} ({', '.join(st.name for st in stages)})" \
             if stages else "no stage had finished"
         raise Interrupted(f"demo interrupted in stage {len(stages) + 1} of {len(plan)}; {done}; "
-                          "run `foolkit demo` again to start over") from None
+                          f"run `{again(out, quick=quick, seed=seed, device=device)}` again to start over") from None
     finally:
         bar.close()
     seconds = time.time() - t_all
@@ -292,6 +294,14 @@ def _finite(obj: Any) -> Any:
 
 
 #: marks a folder as a demo's own: a re-run may replace the stage folders in it
+def again(out: str | Path, *, quick: bool, seed: int, device: str) -> str:
+    """The command line that runs this demo again (its options as given, for the shell)."""
+    import shlex
+
+    return shlex.join(["foolkit", "demo", "--out", str(out), *(["--quick"] if quick else []),
+                       *(["--seed", str(seed)] if seed else []), *(["--device", device] if device != "auto" else [])])
+
+
 MARKER = ".foolkit-demo"
 #: the folders the demo's stages write
 STAGE_NAMES = ("attack", "evolve", "retrain", "memorize")

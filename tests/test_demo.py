@@ -109,7 +109,7 @@ def test_ctrl_c_during_the_demo_says_which_stages_finished_without_a_resume_hint
     r = cli("demo", "--quick", "--out", out, "--device", "cpu")
     assert r.exit_code == 130 and r.stderr.strip().splitlines() == [
         f"foolkit: error: demo interrupted in stage 2 of 4; {out} holds the finished stage (attack); "
-        "run `foolkit demo` again to start over"]
+        f"run `foolkit demo --out {out} --quick --device cpu` again to start over"]  # the options it was given
     # what the message says: this run's finished stage, not the cut one's part or the earlier run's later ones
     assert sorted(p.name for p in out.iterdir()) == [".foolkit-demo", "attack"]
     assert any((out / "attack").iterdir())
@@ -131,3 +131,8 @@ def test_the_demo_never_deletes_files_it_did_not_write(cli, one_line_error, demo
     (marked / "attack").write_text("a file")
     one_line_error(cli("demo", "--quick", "--out", marked), "a file named attack")
     one_line_error(cli("demo", "--quick", "--out", marked / "attack" / "sub"), "cannot make --out")
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unusable_device_is_refused_before_the_folder_is_claimed(cli, one_line_error, tmp_path):
+    one_line_error(cli("demo", "--quick", "--out", tmp_path / "d", "--device", "cuda"), "cuda")
+    assert not (tmp_path / "d").exists()

@@ -58,7 +58,8 @@ def _interrupted(command: str, out: str | None, results: str, key: str, total: i
     if out is None:
         return Interrupted("interrupted; nothing was saved (give --out DIR to make a run that --resume can continue)")
     if not (Path(out) / "config.json").is_file():
-        return Interrupted(f"interrupted before the run started; nothing was written to {out}")
+        return Interrupted(f"interrupted before the first of {total} runs finished; nothing was kept in {out} "
+                           "(each run is saved when it ends)")
     path = Path(out) / results
     try:
         done = len(read_json(path)[key]) if path.is_file() else 0

@@ -326,3 +326,13 @@ def test_a_config_json_edited_to_a_bad_value_is_one_clear_error(cli, one_line_er
     before = _snapshot(run)
     one_line_error(cli("memorize", "randomize", "--out", run, "--resume"), f"{key} must be", f"got {value!r}", "edited")
     assert _snapshot(run) == before
+
+
+def test_ctrl_c_in_the_first_run_says_none_finished(cli, interrupt_on_call, tmp_path):
+    interrupt_on_call(experiments, "train_variant", n=1)
+    out = tmp_path / "first"
+    r = cli("memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true,random-labels",
+            "--epochs", "1", "--out", out)
+    last = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    assert r.exit_code == 130 and "before the first of 2 runs finished; nothing was kept" in last
+    assert not out.exists()
