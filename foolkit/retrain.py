@@ -205,7 +205,7 @@ def _option(name: str) -> str:
 def saved_config(out: str | Path) -> RetrainConfig:
     """The config a retrain run in ``out`` was started with (or last resumed with)."""
     run = RunDir(out)
-    saved = run.create({}, resume=True)  # reads config.json; raises "nothing to resume" without one
+    saved = run.saved_config()  # raises "nothing to resume" without one
     fields = {f.name for f in dataclasses.fields(RetrainConfig)}
     if not isinstance(saved, dict) or not {"model", "dataset"} <= saved.keys() or not saved.keys() <= fields:
         raise FoolkitError(f"{run.config_path} is not a retrain run's config")
@@ -275,10 +275,18 @@ def run_rounds(config: RetrainConfig, out: str | Path, *, resume: bool = False, 
     ``resume=True`` continues the run in ``out`` with its saved config; ``config`` may differ
     from it only in :data:`RESUMABLE_OVERRIDES` (written back to config.json, so the next resume
     starts from them). Ctrl-C raises KeyboardInterrupt with every finished round saved."""
+    run = RunDir(out)
+    try:
+        return _rounds(config, run, resume=resume, progress=progress, on_stage=on_stage)
+    finally:
+        run.release()
+
+
+def _rounds(config: RetrainConfig, run: RunDir, *, resume: bool, progress: bool, on_stage: Hook | None) -> list[Round]:
     from foolkit.utils import resolve_device
 
-    run = RunDir(out)
     if resume:  # the saved config wins; a different setting is refused
+        run.lock()  # before anything is read: another command may still be writing it
         config = _resume_config(run, config)
         config.validate()
     else:

@@ -150,16 +150,22 @@ def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: str | None =
     is interrupted, before the file ``saved`` (default: the checkpoint) exists, remove what it wrote
     (:meth:`RunDir.discard`), so that the corrected command can use the same folder (a resume could
     not change the setting at fault, and would start from the beginning anyway). A resumed run, or a
-    folder that already holds one or a log (which ``create`` refuses), is never touched."""
+    folder that already holds one or a log (which ``create`` refuses), is never touched. The
+    folder is held (:meth:`RunDir.lock`) until the block ends."""
     fresh = (run is not None and not resume and not run.config_path.exists()
              and not run.checkpoint_path.exists() and not run.log_path.exists())
     existed = run is not None and run.path.exists()
+    if run is not None and resume:
+        run.lock()  # before anything is written (a new run's create() takes it)
     try:
         yield
     except BaseException:  # (a second Ctrl-C too: KeyboardInterrupt)
         if fresh and run is not None and not (run.file(saved) if saved else run.checkpoint_path).exists():
             run.discard(remove_folder=not existed)
         raise
+    finally:
+        if run is not None:
+            run.release()
 
 
 class RunDir:
@@ -167,6 +173,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     # -- files -----------------------------------------------------------------
     def file(self, name: str) -> Path:
@@ -192,14 +199,48 @@ class RunDir:
         accident; resuming needs a run and returns the saved config.
         """
         if resume:
-            if not self.config_path.is_file():
-                raise FoolkitError(f"nothing to resume in {self.path}: no config.json")
+            saved = self.saved_config()
+            self.lock()
             self.remove_stale_temporaries()
-            return read_json(self.config_path)
+            return saved
         self.refuse_taken(outputs)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
         atomic_write_json(self.config_path, config)
         return config
+
+    def saved_config(self) -> Any:
+        """The run's config.json (read only: no lock taken), or a one-line "nothing to resume"."""
+        if not self.config_path.is_file():
+            raise FoolkitError(f"nothing to resume in {self.path}: no config.json")
+        return read_json(self.config_path)
+
+    def lock(self) -> None:
+        """Hold the folder for this process until :meth:`release` (or the process ends, however it
+        ends: the kernel drops the lock of a killed one). A second command on the same run (a
+        ``--resume`` typed while the first is still saving after Ctrl-C) would interleave its
+        log and checkpoints with the first's: it is refused in one line. (No-op where the OS has
+        no ``flock``.)"""
+        if self._lock_fd is not None or not self.path.is_dir():
+            return
+        try:
+            import fcntl
+        except ImportError:  # (Windows)
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise FoolkitError(f"{self.path} is in use by another foolkit command (still running, or still "
+                               "saving after a Ctrl-C); wait for it to end, or stop it, and try again") from None
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Let go of the folder (see :meth:`lock`)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def refuse_taken(self, outputs: Sequence[str] = ()) -> None:
         """Raise :class:`FoolkitError` (one line) when a new run here would overwrite something:

@@ -212,19 +212,21 @@ def run_evolution(model: Classifier, config: EvolveConfig, *, out: str | Path | 
     its checkpoint, as they were) for any library code that draws from them; the evolution itself
     draws only from its own generator. The caller's global RNG states are put back afterwards.
     """
-    caller = rng_state()
-    try:
-        return _run(model, config, out=out, resume=resume, progress=progress, on_generation=on_generation)
-    finally:
-        set_rng_state(caller)
-
-
-def _run(model: Classifier, config: EvolveConfig, *, out: str | Path | None, resume: bool, progress: bool,
-         on_generation: Callable[[dict[str, Any]], None] | None) -> EvolveResult:
-    config.validate()
     if resume and out is None:
         raise FoolkitError("resuming needs the run folder (--out)")
+    caller = rng_state()
     run = RunDir(out) if out is not None else None
+    try:
+        return _run(model, config, run=run, resume=resume, progress=progress, on_generation=on_generation)
+    finally:
+        set_rng_state(caller)
+        if run is not None:
+            run.release()
+
+
+def _run(model: Classifier, config: EvolveConfig, *, run: RunDir | None, resume: bool, progress: bool,
+         on_generation: Callable[[dict[str, Any]], None] | None) -> EvolveResult:
+    config.validate()
     if run is not None and resume:
         config = _resume_config(run, config, model)
         config.validate()

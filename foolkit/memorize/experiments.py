@@ -262,7 +262,7 @@ _OPTIONS = {"dataset": "--dataset", "subset": "--subset", "test_subset": "--test
 def saved_config(out: str | Path, command: str) -> dict[str, Any]:
     """The config of the memorize ``command`` run in ``out`` (config.json), or a one-line error."""
     run_dir = RunDir(out)
-    saved = run_dir.create({}, resume=True)  # reads config.json; raises "nothing to resume" without one
+    saved = run_dir.saved_config()  # raises "nothing to resume" without one
     if not isinstance(saved, dict) or saved.get("command") != command:
         raise FoolkitError(f"{run_dir.path} does not hold a `memorize {command}` run")
     if command == "randomize":

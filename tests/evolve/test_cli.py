@@ -351,3 +351,24 @@ def test_a_resume_without_a_checkpoint_never_overwrites_the_runs_results(cli, on
     one_line_error(cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu"),
                    "checkpoint.pt is gone", "archive.json")
     assert (out / "archive.json").read_text() == before
+
+
+def test_a_run_in_use_by_another_command_is_refused_and_left_alone(cli, one_line_error, tmp_path: Path) -> None:
+    """A --resume typed while the first command still runs (or still saves after Ctrl-C) would
+    interleave two logs and checkpoints (generations repeated in log.jsonl)."""
+    from foolkit.runs import RunDir
+
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "2", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = RunDir(out)
+    other.lock()  # as another process running it would hold it
+    try:
+        one_line_error(cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu"),
+                       "in use by another foolkit command")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    finally:
+        other.release()
+    r = cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "3", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert [json.loads(x)["generation"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]

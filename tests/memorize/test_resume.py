@@ -336,3 +336,33 @@ def test_ctrl_c_in_the_first_run_says_none_finished(cli, interrupt_on_call, tmp_
     last = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip()][-1]
     assert r.exit_code == 130 and "before the first of 2 runs finished; nothing was kept" in last
     assert not out.exists()
+
+
+def test_a_run_in_use_by_another_command_is_refused_and_left_alone(cli, one_line_error,
+                                                                   tmp_path, monkeypatch):
+    from foolkit.runs import RunDir
+
+    out = tmp_path / "busy"
+    args = ["memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true,random-labels",
+            "--epochs", "1"]
+    with monkeypatch.context() as mp:
+        real, calls = experiments.train_variant, []
+
+        def second_interrupted(*a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        mp.setattr(experiments, "train_variant", second_interrupted)
+        assert cli(*args, "--out", out).exit_code == 130  # the first variant saved, the second not
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    other = RunDir(out)
+    other.lock()
+    try:
+        one_line_error(cli("memorize", "randomize", "--out", out, "--resume"), "in use by another foolkit command")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    finally:
+        other.release()
+    r = cli("memorize", "randomize", "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
