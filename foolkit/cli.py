@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotADirectoryError as exc:  # an output path through a file: what was asked, not the machine
         print(f"foolkit: error: cannot write {exc.filename}: part of that path is a file, not a folder", file=sys.stderr)
         return 2
+    except IsADirectoryError as exc:  # a folder where an output file goes: also what was asked
+        print(f"foolkit: error: cannot write {exc.filename}: a folder is in its place", file=sys.stderr)
+        return 2
     except OSError as exc:  # the file system said no: no permission, a full disk
         what = exc.strerror or type(exc).__name__
         print(f"foolkit: error: {what}: {exc.filename}" if exc.filename else f"foolkit: error: {what}", file=sys.stderr)

@@ -356,7 +356,8 @@ def test_an_images_four_outputs_are_written_all_or_none(cli, digit_png, tmp_path
         out = tmp_path / taken
         (out / taken).mkdir(parents=True)
         r = cli("attack", digit_png[0], "--model", "lenet-mnist", "--out", out)
-        assert r.exit_code != 0 and len(r.stderr.splitlines()) == 1
+        assert r.exit_code == 2 and r.stderr.splitlines() == [  # what was asked, as for a file on the path
+            f"foolkit: error: cannot write {out / taken}: a folder is in its place"]
         assert sorted(p.name for p in out.iterdir()) == [taken]
 
 
