@@ -4,6 +4,7 @@ stopping rules and outputs."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import threading
 import time
@@ -230,6 +231,7 @@ def _run(model: Classifier, config: EvolveConfig, *, run: RunDir | None, resume:
     if run is not None and resume:
         config = _resume_config(run, config, model)
         config.validate()
+        _recover_outputs(run)
         if not run.checkpoint_path.exists():  # killed before its first checkpoint: it starts again, unless
             for name in OUTPUTS:              # it has results, which only a checkpoint can continue
                 if run.file(name).exists():
@@ -351,6 +353,21 @@ def _generations(model: Classifier, config: EvolveConfig, run: RunDir | None, se
                         history=list(logbook), stopped=stopped)
 
 
+#: the folder inside a run where new elites are written before they replace the old ones
+STAGE = ".saving-elites"
+
+
+def _recover_outputs(run: RunDir) -> None:
+    """Undo what a kill while saving the outputs left: new elites never swapped in are dropped;
+    old ones swapped out, but with no new ones in their place, go back (archive.json names them)."""
+    stage = run.file(STAGE)
+    if not stage.is_dir():
+        return
+    if not run.file("elites").exists() and (stage / "old").is_dir():
+        (stage / "old").rename(run.file("elites"))
+    shutil.rmtree(stage, ignore_errors=True)
+
+
 @torch.no_grad()
 def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search: MapElites | GradientAscent,
                    images: torch.Tensor, classes: list[int], names: list[str], found: list[int], seconds: float,
@@ -360,10 +377,12 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
     occupied = search.archive.occupied.cpu()
     held = [i for i, o in enumerate(occupied.tolist()) if o]  # every cell after a generation; none before one
     bs = config.genomes_per_forward
+    stage = run.file(STAGE)  # the new elites go here first: the old ones and archive.json agree until the swap
+    shutil.rmtree(stage, ignore_errors=True)
     # 1000 ImageNet elites take a while to encode and (on a CPU) to re-score: a bar of its own
     with tqdm(total=2 * len(held), desc="saving elites", unit="img", leave=False,
               disable=None if progress and len(held) > bs else True) as bar:
-        saved = save_elites(run.path, images[held], [classes[i] for i in held], [names[i] for i in held],
+        saved = save_elites(stage, images[held], [classes[i] for i in held], [names[i] for i in held],
                             on_saved=lambda: bar.update(1))
         back = read_elites(saved, images.shape[1]) if held else images[:0]
         chunks = [torch.zeros(0, len(classes))]
@@ -375,12 +394,18 @@ def _write_outputs(run: RunDir, model: Classifier, config: EvolveConfig, search:
     conf[held] = logp[torch.arange(len(held)), torch.tensor(held, dtype=torch.long)].exp()
     paths: list[Path | None] = [None] * len(classes)
     for i, path in zip(held, saved):
-        paths[i] = path
+        paths[i] = run.path / path.relative_to(stage)  # where the swap puts it
+    if held:  # the swap: microseconds, where writing took up to minutes (a kill then left the two disagreeing)
+        elites = run.file("elites")
+        if elites.exists():
+            elites.rename(stage / "old")
+        (stage / "elites").rename(elites)
     label = config.encoding if config.method == "evolve" else "gradient ascent"
     write_archive_json(run.file("archive.json"), model=model.name, method=config.method, encoding=config.encoding,
                        generations_done=search.generation, evaluations=search.evaluations, seconds=seconds,
                        classes=classes, names=names, confidences=conf.tolist(), found=found, images=paths,
                        root=run.path, crops=config.crops, weights=model.fingerprint())
+    shutil.rmtree(stage, ignore_errors=True)
     title = f"{model.name}, {label}, {search.generation} generation{'' if search.generation == 1 else 's'}"
     if held:  # (a run stopped before its first generation has no elites to show)
         save_gallery(run.file("gallery.png"), images[held], [names[i] for i in held], conf[held].tolist(),

@@ -414,3 +414,44 @@ def test_a_run_stopped_before_its_first_generation_claims_no_elites(lenet, tmp_p
     assert not list(tmp_path.glob("elites/*.png")) and not (tmp_path / "gallery.png").exists()
     more = run_evolution(lenet, EvolveConfig(generations=2, population=20), out=tmp_path, resume=True, progress=False)
     assert more.generations_done == 2 and len(list(tmp_path.glob("elites/*.png"))) == 10
+
+
+def _elites_agree_with_archive(lenet, out: Path) -> dict:
+    """archive.json's confidences are those of the PNGs on disk (re-scored here)."""
+    archive = json.loads((out / "archive.json").read_text())
+    scorer = Scorer(lenet, list(range(10)))
+    for c in archive["classes"]:
+        img = load_image(out / c["image"], channels=1).unsqueeze(0)
+        assert float(scorer(img)[0, c["index"]].exp()) == pytest.approx(c["confidence"], abs=1e-6)
+    return archive
+
+
+def test_a_kill_while_saving_elites_leaves_the_old_ones_and_archive_agreeing(lenet, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """New elites are written beside the old ones and swapped in with archive.json: a kill while
+    writing them (minutes for 1000 classes) left new PNGs under an old archive.json."""
+    import foolkit.evolve.runner as runner
+
+    cfg = EvolveConfig(generations=2, population=20, seed=0)
+    out = tmp_path / "run"
+    run_evolution(lenet, cfg, out=out, progress=False)
+    real = runner.save_elites
+
+    def killed_half_way(stage, images, *args, **kwargs):
+        real(stage, images[:5], *(a[:5] for a in args), **kwargs)  # half the new PNGs are on disk...
+        raise SystemExit(9)                                        # ...when the process dies
+
+    monkeypatch.setattr(runner, "save_elites", killed_half_way)
+    with pytest.raises(SystemExit):
+        run_evolution(lenet, replace(cfg, generations=4), out=out, resume=True, progress=False)
+    assert _elites_agree_with_archive(lenet, out)["generations_done"] == 2
+    # a kill between the swap's two renames: the old elites out of place, the new ones staged;
+    # a resume first puts the old ones back (archive.json names them)
+    (out / runner.STAGE).mkdir(exist_ok=True)
+    (out / "elites").rename(out / runner.STAGE / "old")
+    runner._recover_outputs(RunDir(out))
+    assert _elites_agree_with_archive(lenet, out)["generations_done"] == 2 and not (out / runner.STAGE).exists()
+    monkeypatch.setattr(runner, "save_elites", real)
+    run_evolution(lenet, replace(cfg, generations=4), out=out, resume=True, progress=False)
+    assert _elites_agree_with_archive(lenet, out)["generations_done"] == 4
+    assert not (out / runner.STAGE).exists()
