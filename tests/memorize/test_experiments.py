@@ -84,6 +84,7 @@ def test_regularizer_settings_switch_one_thing_each():
     assert regularizer_settings("early-stopping", base).early_stopping > 0
     every = regularizer_settings("all", base)
     assert every.arch_kwargs == {"batchnorm": True, "dropout": 0.5} and every.augment == "crop"
+    assert every.weight_decay > 0 and every.early_stopping == 0  # the explicit ones, as the paper's tables
     assert regularizer_settings("batchnorm", RunSettings(model="lenet")) is None
     with pytest.raises(FoolkitError):
         regularizer_settings("mixup", base)
@@ -111,3 +112,19 @@ def test_batchnorm_trains_when_one_example_is_left_over(small):
     assert [h["step"] for h in rec["history"]] == [1, 2] and rec["n_train"] == 129
     plain = train_variant(v, classes=list("0123456789"), settings=regularizer_settings("none", s))
     assert [h["step"] for h in plain["history"]] == [2, 4]  # without batch norm the batches are as before
+
+
+def test_a_resumed_grid_runs_again_the_all_rows_saved_with_early_stopping(tmp_path):
+    """Until 2026-11-24 "all" included early stopping (on random labels it stopped at epoch 1)."""
+    out = tmp_path / "reg"
+    run_regularizers(dataset="mnist", subset=60, test_subset=50, regularizers=("none", "all"), labels=("true",),
+                     epochs=1, out=out)
+    saved = json.loads((out / "regularizers.json").read_text())
+    for r in saved["rows"]:
+        r["early_stopping"] = 5 if r["regularizer"] == "all" else 0
+        r["marker"] = "old"
+    (out / "regularizers.json").write_text(json.dumps(saved))
+    res = run_regularizers(dataset="mnist", subset=60, test_subset=50, regularizers=("none", "all"),
+                           labels=("true",), epochs=1, out=out, resume=True)
+    by = {r["regularizer"]: r for r in res["rows"]}
+    assert by["none"].get("marker") == "old" and "marker" not in by["all"] and by["all"]["early_stopping"] == 0
