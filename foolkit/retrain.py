@@ -93,10 +93,14 @@ class RetrainConfig:
             raise FoolkitError(f"--rounds must be >= 0, got {self.rounds}")
         if self.encoding not in ("direct", "cppn"):
             raise FoolkitError(f"--encoding must be direct or cppn, got {self.encoding!r}")
-        if self.generations < 1 or self.population < 2:
-            raise FoolkitError("--generations must be >= 1 and --population >= 2")
-        if self.pool_runs < 0 or self.holdout_runs < 1:
-            raise FoolkitError("pool runs must be >= 0 and holdout runs >= 1")
+        if self.generations < 1:
+            raise FoolkitError(f"--generations must be >= 1, got {self.generations}")
+        if self.population < 2:
+            raise FoolkitError(f"--population must be >= 2, got {self.population}")
+        if self.pool_runs < 0:
+            raise FoolkitError(f"--pool-runs must be >= 0, got {self.pool_runs}")
+        if self.holdout_runs < 1:
+            raise FoolkitError(f"--holdout-runs must be >= 1, got {self.holdout_runs}")
         if not self.eps > 0 or not math.isfinite(self.eps):
             raise FoolkitError(f"--eps must be positive, got {self.eps}")
         if self.norm not in ("linf", "l2"):

@@ -243,3 +243,12 @@ def test_a_new_run_never_overwrites_outputs_left_in_its_folder(cli, one_line_err
     (out / stray).write_text("kept")
     one_line_error(cli("retrain", *FAST, "--rounds", "0", "--out", out), f"already holds {stray}")
     assert (out / stray).read_text() == "kept" and sorted(p.name for p in out.iterdir()) == [stray]
+
+
+def test_ctrl_c_after_the_last_round_says_it_was_writing_the_report(cli, interrupt_on_call, tmp_path):
+    interrupt_on_call(retrain_module, "_write_report", n=1)  # round 0 of --rounds 0 saved, then Ctrl-C
+    out = tmp_path / "rep"
+    r = cli("retrain", *FAST, "--rounds", "0", "--out", out)
+    assert r.exit_code == 130
+    _last_line(r, "interrupted while writing the report; round 0 saved in", "(it writes the report)")
+    assert "round 1" not in r.stderr  # (it said "interrupted in round 1" of a run of round 0 only)

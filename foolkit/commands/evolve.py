@@ -110,7 +110,7 @@ def _refuse_moot(config: Any, typed: set[str]) -> None:
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass (bounds memory) [default: 256].")
 @click.option("--seed", type=SEED, default=None, help="Random seed [default: 0].")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None,
-              help="Run folder [default: runs/evolve-<model>-<encoding>].")
+              help="Run folder [default: runs/evolve-<model>-<encoding>, or runs/evolve-<model>-gradient].")
 @click.option("--checkpoint-every", type=int, default=None, help="Checkpoint every K generations (with the elites and gallery so far, "
                    "once a minute at most) [default: 10].")
 @click.option("--time-limit", default=None, metavar="T",
@@ -201,7 +201,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     median = float(conf.double().quantile(0.5))
     gens = f"{result.generations_done} generation{'' if result.generations_done == 1 else 's'}"
     info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:.10g}% after {gens} "
-         f"({result.evaluations} evaluations, {result.seconds:.1f} s, stopped by {result.stopped}); "
+         f"({result.evaluations} evaluation{'' if result.evaluations == 1 else 's'}, {result.seconds:.1f} s, stopped by {result.stopped}); "
          f"median confidence {format_confidence(median)}")
     if as_json:
         emit_json(read_json(Path(out) / "archive.json"))

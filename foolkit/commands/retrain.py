@@ -96,7 +96,7 @@ def retrain(model_name: str | None, dataset: str | None, kind: str, rounds: int,
 
 def _interrupted(out: Path) -> str:
     """The one line Ctrl-C ends with: what is saved in ``out`` and how to go on."""
-    from foolkit.runs import load_checkpoint
+    from foolkit.runs import load_checkpoint, read_json
 
     resume = f"continue with `foolkit retrain --out {out} --resume`"
     if not (out / "config.json").is_file():
@@ -108,4 +108,10 @@ def _interrupted(out: Path) -> str:
     if done == 0:
         return f"interrupted in round 0, before any round finished; {resume} (it starts round 0 again)"
     finished = "round 0" if done == 1 else f"rounds 0-{done - 1}"
+    try:
+        last = int(read_json(out / "config.json")["rounds"])
+    except (FoolkitError, KeyError, TypeError, ValueError):
+        last = None
+    if last is not None and done > last:  # every round done: it was writing the report
+        return f"interrupted while writing the report; {finished} saved in {out / 'checkpoint.pt'}; {resume} (it writes the report)"
     return f"interrupted in round {done}; {finished} saved in {out / 'checkpoint.pt'}; {resume}"
