@@ -84,5 +84,7 @@ def format_confidence(c: float) -> str:
     """A caption's percentage, rounded down: 0.999858 reads 99.98%, never a 99.99% it missed."""
     if c >= 0.99999:
         return ">99.999%"
+    if 0 < c < 0.0001:  # not a 0.00% it is not
+        return "<0.01%"
     digits = 3 if c >= 0.9999 else 2
     return f"{math.floor(c * 100 * 10**digits) / 10**digits:.{digits}f}%"

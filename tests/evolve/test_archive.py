@@ -83,4 +83,5 @@ def test_captions_round_confidence_down() -> None:
 
     assert format_confidence(0.999858) == "99.98%"  # not a 99.99% the image did not reach
     assert format_confidence(0.99995) == "99.995%" and format_confidence(0.999995) == ">99.999%"
-    assert format_confidence(0.5) == "50.00%"
+    assert format_confidence(0.5) == "50.00%" and format_confidence(0.0) == "0.00%"
+    assert format_confidence(3e-5) == "<0.01%" and format_confidence(0.0001) == "0.01%"  # not a 0.00% it is not
