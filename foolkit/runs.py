@@ -303,9 +303,13 @@ class RunDir:
                 break  # a line torn by a kill: everything after it is suspect
         return records
 
+    def write_log(self, records: list[dict[str, Any]]) -> None:
+        """Replace the log with ``records`` (atomically)."""
+        atomic_write_text(self.log_path, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
+
     def truncate_log(self, key: str, last: int) -> list[dict[str, Any]]:
         """Keep only log records with ``record[key] <= last`` (used on resume, so the log
         never repeats or skips a step); returns the records kept."""
         kept = [r for r in self.read_log() if r.get(key, 0) <= last]
-        atomic_write_text(self.log_path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+        self.write_log(kept)
         return kept

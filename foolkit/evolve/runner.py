@@ -260,7 +260,10 @@ def _run(model: Classifier, config: EvolveConfig, *, run: RunDir | None, resume:
             else:
                 run.create({"model": model.name, "weights": model.fingerprint(), "config": config.to_dict()},
                            resume=False, outputs=OUTPUTS)
-            run.truncate_log("generation", search.generation)
+            if len(logbook):  # the checkpoint's own lines: a log cut short or deleted is whole again
+                run.write_log(list(logbook))
+            else:
+                run.truncate_log("generation", search.generation)
         return _generations(model, config, run, search, logbook, seconds_before, classes, names, on_generation,
                             progress)
 

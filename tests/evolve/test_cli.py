@@ -372,3 +372,14 @@ def test_a_run_in_use_by_another_command_is_refused_and_left_alone(cli, one_line
     r = cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "3", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
     assert [json.loads(x)["generation"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_a_resume_makes_a_deleted_or_cut_log_whole_again(cli, tmp_path: Path) -> None:
+    """The checkpoint holds every line up to it: a resume writes them back."""
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "3", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    whole = (out / "log.jsonl").read_text()
+    (out / "log.jsonl").unlink()
+    assert cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu").exit_code == 0
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["generation"] for x in lines] == [1, 2, 3, 4] and "\n".join(lines[:3]) + "\n" == whole
