@@ -649,21 +649,32 @@ def regularizer_markdown(rows: Sequence[dict[str, Any]], *, title: str = "") -> 
 
 
 def plot_regularizers(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> str:
-    """Grouped bars: train and test accuracy per regulariser, one panel per label kind."""
+    """Grouped bars: train and test accuracy per regulariser, one panel per label kind (a train
+    bar hatched where the run did not fit its training set)."""
+    from matplotlib.patches import Patch
+
     kinds = list(dict.fromkeys(r["variant"] for r in rows))
     fig = _figure(figsize=(5.5 * max(1, len(kinds)), 4))
     axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         rs = [r for r in rows if r["variant"] == kind]
         pos = range(len(rs))
-        ax.bar([p - 0.2 for p in pos], [100 * r["train_accuracy"] for r in rs], width=0.4, label="train")
-        ax.bar([p + 0.2 for p in pos], [100 * r["test_accuracy"] for r in rs], width=0.4, label="test")
+        bars = ax.bar([p - 0.2 for p in pos], [100 * r["train_accuracy"] for r in rs], width=0.4, color="tab:blue")
+        ax.bar([p + 0.2 for p in pos], [100 * r["test_accuracy"] for r in rs], width=0.4, color="tab:orange")
+        for bar, r in zip(bars, rs):  # the table's "(not fitted)": stopped by the epoch cap or early stopping
+            if r["train_accuracy"] < 1.0:
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+        handles = [Patch(facecolor="tab:blue", label="train"), Patch(facecolor="tab:orange", label="test")]
+        if any(r["train_accuracy"] < 1.0 for r in rs):
+            handles.append(Patch(facecolor="tab:blue", hatch="//", edgecolor="white", label="train, not fitted"))
         ax.set_xticks(list(pos), [r["regularizer"] for r in rs], rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 118)  # room above the bars for the legends
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{kind} — {title}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8, loc="upper center", ncol=3, frameon=False)
     return _save_fig(fig, Path(path))
 
 
