@@ -143,6 +143,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     from foolkit.evolve.report import format_confidence, slug
     from foolkit.models import load_model
     from foolkit.runs import read_json
+    from foolkit.utils import median as median_of
 
     given: dict[str, Any] = {
         "encoding": encoding, "method": method, "generations": generations, "population": population,
@@ -198,7 +199,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     conf = result.confidences
     goal = config.until if config.until is not None else 0.9999  # what the run was asked for, else the paper's bar
     fooled = int((conf >= goal).sum())
-    median = float(conf.double().quantile(0.5))
+    median = median_of(conf)
     gens = f"{result.generations_done} generation{'' if result.generations_done == 1 else 's'}"
     info(f"{out}: {fooled}/{len(result.classes)} classes at >= {goal * 100:.10g}% after {gens} "
          f"({result.evaluations} evaluation{'' if result.evaluations == 1 else 's'}, {result.seconds:.1f} s, stopped by {result.stopped}); "
