@@ -227,13 +227,19 @@ class RunDir:
             import fcntl
         except ImportError:  # (Windows)
             return
-        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # a folder we may not open: nothing to hold (writing will say what is wrong)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise FoolkitError(f"{self.path} is in use by another foolkit command (still running, or still "
                                "saving after a Ctrl-C); wait for it to end, or stop it, and try again") from None
+        except OSError:  # a file system without flock on folders (some network mounts): run unheld
+            os.close(fd)
+            return
         self._lock_fd = fd
 
     def release(self) -> None:

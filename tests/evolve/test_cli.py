@@ -383,3 +383,18 @@ def test_a_resume_makes_a_deleted_or_cut_log_whole_again(cli, tmp_path: Path) ->
     assert cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "4", "--device", "cpu").exit_code == 0
     lines = (out / "log.jsonl").read_text().splitlines()
     assert [json.loads(x)["generation"] for x in lines] == [1, 2, 3, 4] and "\n".join(lines[:3]) + "\n" == whole
+
+
+def test_a_file_system_that_cannot_lock_folders_still_runs(cli, tmp_path: Path, monkeypatch) -> None:
+    """(Some network mounts refuse flock on a folder: that is no other command holding the run.)"""
+    import errno
+    import fcntl
+
+    def unsupported(fd, op):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    out = tmp_path / "run"
+    assert cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
+    r = cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "2", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
