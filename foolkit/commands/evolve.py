@@ -141,6 +141,7 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     from foolkit.evolve import EvolveConfig, run_evolution
     from foolkit.evolve.config import PAPER_OPERATORS
     from foolkit.evolve.report import format_confidence, slug
+    from foolkit.images import view_crop
     from foolkit.models import load_model
     from foolkit.runs import read_json
     from foolkit.utils import median as median_of
@@ -190,6 +191,11 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
     _refuse_moot(config, typed_here)
     if gray and model.input_size[0] == 1:
         raise FoolkitError(f"--gray means nothing to {model.name}: it takes gray images already; drop it")
+    h, w = config.image_size(model)
+    _, _, rows, cols = view_crop(h, w, model.input_size)
+    if config.crops == 1 and (rows, cols) != (h, w):
+        info(f"foolkit: {model.name} sees the centre {rows}x{cols} of these {h}x{w} images (its own aspect "
+             "ratio): the rest is evolved unseen")
     try:
         result = run_evolution(model, config, out=out, resume=resume, progress=True)
     except Interrupted as exc:

@@ -398,3 +398,12 @@ def test_a_file_system_that_cannot_lock_folders_still_runs(cli, tmp_path: Path, 
     assert cli("evolve", "-m", "lenet-mnist", "-g", "1", "-p", "10", "--out", out, "--device", "cpu").exit_code == 0
     r = cli("evolve", "-m", "lenet-mnist", "--out", out, "--resume", "-g", "2", "--device", "cpu")
     assert r.exit_code == 0, r.stderr
+
+
+def test_a_size_of_another_aspect_ratio_says_what_the_model_does_not_see(cli, tmp_path: Path) -> None:
+    r = cli("evolve", "-m", "lenet-mnist", "--size", "56", "40", "-g", "1", "-p", "10", "--out", tmp_path / "a",
+            "--device", "cpu")
+    assert r.exit_code == 0 and "sees the centre 40x40 of these 56x40 images" in r.stderr
+    r = cli("evolve", "-m", "lenet-mnist", "--size", "56", "56", "-g", "1", "-p", "10", "--out", tmp_path / "b",
+            "--device", "cpu")
+    assert r.exit_code == 0 and "sees the centre" not in r.stderr
