@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from foolkit.errors import FoolkitError
+from foolkit.errors import FoolkitError, Interrupted
 
 
 _UMASK = os.umask(0)
@@ -145,13 +145,16 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 
 @contextlib.contextmanager
-def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: str | None = None) -> Iterator[None]:
+def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: Sequence[str] = ("checkpoint.pt",),
+                        resumable: Sequence[str] = ()) -> Iterator[None]:
     """Around starting a new run (its :meth:`RunDir.create` inside): if it fails with an error, or
-    is interrupted, before the file ``saved`` (default: the checkpoint) exists, remove what it wrote
-    (:meth:`RunDir.discard`), so that the corrected command can use the same folder (a resume could
-    not change the setting at fault, and would start from the beginning anyway). A resumed run, or a
-    folder that already holds one or a log (which ``create`` refuses), is never touched. The
-    folder is held (:meth:`RunDir.lock`) until the block ends."""
+    is interrupted, before a file matching one of ``saved`` (names or glob patterns) exists, remove
+    what it wrote (:meth:`RunDir.discard`), so that the corrected command can use the same folder (a
+    resume could not change the setting at fault, and would start from the beginning anyway).
+    Files matching ``resumable`` (a first run's epoch checkpoints) keep an *interrupted* run for
+    ``--resume``; after an error they go too. A resumed run, or a folder that already holds one or
+    a log (which ``create`` refuses), is never touched. The folder is held (:meth:`RunDir.lock`)
+    until the block ends."""
     fresh = (run is not None and not resume and not run.config_path.exists()
              and not run.checkpoint_path.exists() and not run.log_path.exists())
     existed = run is not None and run.path.exists()
@@ -159,8 +162,12 @@ def undone_unless_saved(run: RunDir | None, *, resume: bool, saved: str | None =
         run.lock()  # before anything is written (a new run's create() takes it)
     try:
         yield
-    except BaseException:  # (a second Ctrl-C too: KeyboardInterrupt)
-        if fresh and run is not None and not (run.file(saved) if saved else run.checkpoint_path).exists():
+    except BaseException as exc:  # (a second Ctrl-C too: KeyboardInterrupt)
+        interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted))
+        kept = [*saved, *(resumable if interrupted else ())]
+        if fresh and run is not None and not any(next(run.path.glob(p), None) for p in kept):
+            for f in [f for p in resumable for f in run.path.glob(p)]:
+                f.unlink(missing_ok=True)
             run.discard(remove_folder=not existed)
         raise
     finally:

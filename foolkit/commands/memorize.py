@@ -58,15 +58,15 @@ def _interrupted(command: str, out: str | None, results: str, key: str, total: i
     if out is None:
         return Interrupted("interrupted; nothing was saved (give --out DIR to make a run that --resume can continue)")
     if not (Path(out) / "config.json").is_file():
-        return Interrupted(f"interrupted before the first of {total} runs finished; nothing was kept in {out} "
-                           "(each run is saved when it ends)")
+        return Interrupted(f"interrupted before the first of {total} runs saved an epoch; nothing was kept in {out}")
     path = Path(out) / results
     try:
         done = len(read_json(path)[key]) if path.is_file() else 0
     except (FoolkitError, KeyError, TypeError):
         done = 0
+    going = " (and the run in progress from its last epoch)" if any(Path(out).glob("unfinished-*.pt")) else ""
     return Interrupted(f"interrupted; {done} of {total} runs finished and saved in {path if done else out}; "
-                       f"continue with `foolkit memorize {command} --out {out} --resume`")
+                       f"continue with `foolkit memorize {command} --out {out} --resume`{going}")
 
 
 @click.group(invoke_without_command=True)

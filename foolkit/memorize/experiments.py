@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -167,8 +166,11 @@ def holdout(n: int, seed: int, fraction: float = VALIDATION_FRACTION) -> tuple[t
 
 
 def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSettings, device: str | torch.device = "cpu",
-                  stop_at_fit: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Train a fresh ``settings.model`` on one variant; returns the run record.
+                  stop_at_fit: bool = True, progress: bool = False,
+                  checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Train a fresh ``settings.model`` on one variant; returns the run record. With
+    ``checkpoint``, the training is saved there after every epoch and continued from it when it
+    exists (the same epochs as an uninterrupted run: every epoch's randomness is seeded).
 
     The record holds ``variant``, ``corruption``, ``model``, ``train_accuracy`` (eval mode, on
     the variant's own training labels), ``test_accuracy`` (true test labels), ``epochs_to_fit``
@@ -203,10 +205,10 @@ def train_variant(variant: Variant, *, classes: Sequence[str], settings: RunSett
                          weight_decay=settings.weight_decay, lr_decay=decay, augment=settings.augment,
                          seed=settings.seed, stop_at_fit=stop_at_fit, eval_train=True,
                          early_stopping=settings.early_stopping)
-    t0 = time.time()
     history = fit(model, x_fit, y_fit, config, test=(variant.x_test, variant.y_test), validation=validation,
-                  progress=progress, desc=f"{settings.model} {variant.name}")
-    seconds = time.time() - t0
+                  progress=progress, desc=f"{settings.model} {variant.name}", checkpoint=checkpoint,
+                  resume=checkpoint is not None and Path(checkpoint).exists())
+    seconds = sum(h["seconds"] for h in history)  # the epochs' own time, summed over a resume
     fitted = next((h for h in history if h["train_accuracy"] >= 1.0), None)
     last = history[-1]
     chosen = last
@@ -302,7 +304,16 @@ def _resume_config(run_dir: RunDir, config: dict[str, Any]) -> dict[str, Any]:
 
 
 #: what each experiment writes in its folder (besides config and log): a new run overwrites none of it
-OUTPUTS = {"results.json": ("results.json", "fig1*.png", "labels-*.pt"), "regularizers.json": ("regularizers.*",)}
+OUTPUTS = {"results.json": ("results.json", "fig1*.png", "labels-*.pt", "unfinished-*.pt"),
+           "regularizers.json": ("regularizers.*", "unfinished-*.pt")}
+
+
+def _unfinished(run_dir: RunDir | None, key: str) -> Path | None:
+    """Where the run ``key`` in progress is checkpointed after every epoch (``unfinished-KEY.pt``),
+    so a killed command continues it from its last epoch; deleted once the run is in the results."""
+    if run_dir is None:
+        return None
+    return run_dir.file("unfinished-" + "".join(c if c.isalnum() or c in "-." else "-" for c in key) + ".pt")
 
 
 def _probe_model(settings: RunSettings, x: torch.Tensor, classes: Sequence[str], device: str | torch.device) -> None:
@@ -355,6 +366,11 @@ def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings
         raise FoolkitError(f"early stopping holds out part of the training set as validation: it needs at least "
                            f"{min_train} training examples, {config['dataset']} has {len(split.y_train)}")
     done: list[dict[str, Any]] = []
+    if run_dir is not None and resume and isinstance(config.get("data"), dict):  # (config.json has them since 2026-11-24)
+        changed = data_changed(config["data"], split.data)
+        if changed:
+            raise FoolkitError(f"cannot resume {run_dir.path} with other data: {changed}; pass the --data-dir "
+                               f"it was started with")
     if run_dir is not None and resume and run_dir.file(results).exists():
         saved = read_json(run_dir.file(results))
         if not isinstance(saved, dict) or not isinstance(saved.get(key), list):
@@ -369,7 +385,7 @@ def _start(run_dir: RunDir | None, config: dict[str, Any], settings: RunSettings
     if progress:
         say_capped(config["dataset"], split.data)
     if run_dir is not None and not resume:
-        run_dir.create(config, resume=False, outputs=OUTPUTS[results])
+        run_dir.create({**config, "data": split.data}, resume=False, outputs=OUTPUTS[results])
     return split, done
 
 
@@ -399,7 +415,8 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
         names = config["variants"]
         settings = RunSettings(**config["settings"])
         settings.validate()
-    with undone_unless_saved(run_dir, resume=resume, saved="results.json"):
+    with undone_unless_saved(run_dir, resume=resume, saved=("results.json",),
+                             resumable=("unfinished-*.pt",)):
         split, runs = _start(run_dir, config, settings, resume=resume, results="results.json", key="runs", device=device,
                              data_dir=data_dir, progress=progress, min_train=2 if settings.early_stopping else 1)
         x_tr, y_tr, x_te, y_te, classes, data = split
@@ -408,7 +425,9 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
             if name in done:
                 continue
             v = make_variant(name, x_tr, y_tr, x_te, y_te, num_classes=len(classes), seed=seed)
-            rec = train_variant(v, classes=classes, settings=settings, device=device, progress=progress)
+            ckpt = _unfinished(run_dir, name)
+            rec = train_variant(v, classes=classes, settings=settings, device=device, progress=progress,
+                                checkpoint=ckpt)
             rec["dataset"] = dataset
             runs.append(rec)
             if run_dir is not None:
@@ -416,6 +435,7 @@ def run_randomization(*, dataset: str = "mnist", subset: int | None = 1000, test
                                 tensors={"y_train": v.y_train, "y_original": v.y_original, "replaced": v.replaced})
                 atomic_write_json(run_dir.file("results.json"), {"config": config, "data": data, "runs": runs})
                 run_dir.log({k: val for k, val in rec.items() if k != "history"})
+                ckpt.unlink(missing_ok=True)  # type: ignore[union-attr]
             if on_run is not None:
                 on_run(rec)
     figures: dict[str, str] = {}
@@ -576,7 +596,8 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
         raise FoolkitError(f"no requested regulariser applies to {model} ({why}): nothing to run; "
                            f"choose other --regularizers")
     needs_val = any(regularizer_settings(r, base).early_stopping for r in applied)  # type: ignore[union-attr]
-    with undone_unless_saved(run_dir, resume=resume, saved="regularizers.json"):
+    with undone_unless_saved(run_dir, resume=resume, saved=("regularizers.json",),
+                             resumable=("unfinished-*.pt",)):
         split, rows = _start(run_dir, config, base, resume=resume, results="regularizers.json", key="rows", device=device,
                              data_dir=data_dir, progress=progress, min_train=2 if needs_val else 1)
         if skipped and progress:
@@ -596,13 +617,16 @@ def run_regularizers(*, dataset: str = "mnist", subset: int | None = 1000, test_
                     continue
                 s = regularizer_settings(reg, base)
                 assert s is not None
-                rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress)
+                ckpt = _unfinished(run_dir, f"{reg}-{v.name}")
+                rec = train_variant(v, classes=classes, settings=s, device=device, progress=progress,
+                                    checkpoint=ckpt)
                 rec.update(regularizer=reg, dataset=dataset)
                 rows.append(rec)
                 if run_dir is not None:
                     atomic_write_json(run_dir.file("regularizers.json"), {"config": config, "data": data, "rows": rows,
                                                                           "skipped": skipped})
                     run_dir.log({k: val for k, val in rec.items() if k != "history"})
+                    ckpt.unlink(missing_ok=True)  # type: ignore[union-attr]
                 if on_run is not None:
                     on_run(rec)
     md = regularizer_markdown(rows, title=f"{model} on {dataset} ({len(y_tr)} train / {len(y_te)} test)")

@@ -334,7 +334,7 @@ def test_ctrl_c_in_the_first_run_says_none_finished(cli, interrupt_on_call, tmp_
     r = cli("memorize", "randomize", "--subset", "50", "--test-subset", "50", "--variants", "true,random-labels",
             "--epochs", "1", "--out", out)
     last = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip()][-1]
-    assert r.exit_code == 130 and "before the first of 2 runs finished; nothing was kept" in last
+    assert r.exit_code == 130 and "before the first of 2 runs saved an epoch; nothing was kept" in last
     assert not out.exists()
 
 
@@ -366,3 +366,41 @@ def test_a_run_in_use_by_another_command_is_refused_and_left_alone(cli, one_line
         other.release()
     r = cli("memorize", "randomize", "--out", out, "--resume", "--json")
     assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("command", ["randomize", "regularizers"])
+def test_ctrl_c_mid_run_resumes_from_its_last_epoch_to_the_uninterrupted_result(cli, tmp_path, monkeypatch, command):
+    """A run is checkpointed every epoch (unfinished-*.pt): a Ctrl-C once its 3rd epoch is saved
+    keeps 3, and the resumed run ends as the uninterrupted one (every epoch's randomness is seeded)."""
+    args = ["memorize", command, "--subset", "60", "--test-subset", "50", "--epochs", "5", "--json"]
+    args += ["--variants", "random-labels"] if command == "randomize" else ["--regularizers", "dropout",
+                                                                            "--labels", "random-labels"]
+    results = "results.json" if command == "randomize" else "regularizers.json"
+    key = "runs" if command == "randomize" else "rows"
+    assert cli(*args, "--out", tmp_path / "whole").exit_code == 0
+    real, epochs_run = experiments.fit, []
+
+    def cut(*a, **k):
+        def on_epoch(rec):
+            epochs_run.append(rec["epoch"])
+            if rec["epoch"] == 3 and len(epochs_run) == 3:  # the first command only
+                raise KeyboardInterrupt
+        return real(*a, on_epoch=on_epoch, **k)
+
+    monkeypatch.setattr(experiments, "fit", cut)
+    out = tmp_path / "cut"
+    r = cli(*args, "--out", out)
+    assert r.exit_code == 130 and "the run in progress from its last epoch" in r.stderr
+    assert [p.name for p in out.glob("unfinished-*.pt")] and not (out / results).exists()
+    r = cli("memorize", command, "--out", out, "--resume", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert epochs_run == [1, 2, 3, 4, 5]  # on from epoch 4: none done twice
+    assert not list(out.glob("unfinished-*.pt"))
+
+    def strip(run):
+        return {k: v for k, v in run.items() if k not in ("seconds", "loadavg", "history")} | {
+            "history": [{k: v for k, v in h.items() if k != "seconds"} for h in run["history"]]}
+
+    a = json.loads((tmp_path / "whole" / results).read_text())[key]
+    b = json.loads((out / results).read_text())[key]
+    assert [strip(x) for x in a] == [strip(x) for x in b]
