@@ -271,7 +271,9 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     click.echo("-" * len(head))
     for r in rows:
         o, a = r["original"], r["adversarial"]
-        click.echo(f"{cell(Path(r['image']).name, 28)} {cell(o['name'][:14] + ' ' + format_confidence(o['confidence']), 22)} "
+        stem = Path(r["files"]["adv"]).name.removesuffix(".adv.png")
+        name = Path(r["image"]).name + ("" if stem == Path(r["image"]).stem else f" -> {stem}")  # two x.png: x, x-1
+        click.echo(f"{cell(name, 28)} {cell(o['name'][:14] + ' ' + format_confidence(o['confidence']), 22)} "
                    f"{cell(a['name'][:14] + ' ' + format_confidence(a['confidence']), 22)} {'yes' if r['success'] else 'NO':<3} "
                    + "".join(f" {r[k]:8.4f}" for k in norms) + f" {r['seconds']:6.2f}")
 

@@ -191,6 +191,9 @@ def test_inputs_with_one_name_do_not_overwrite_each_other(cli, digit_png, tmp_pa
     assert r.exit_code == 0, r.stderr
     images = [json.loads((tmp_path / "o" / f"{stem}.json").read_text())["image"] for stem in ("x", "x-1", "x-1-1")]
     assert images == [str(a / "x.png"), str(b / "x.png"), str(a / "x-1.png")]
+    r = cli("attack", a / "x.png", b / "x.png", "--model", "lenet-mnist", "--steps", "10", "--out", tmp_path / "t")
+    rows = [ln.split()[:3] for ln in r.stdout.splitlines()[2:]]  # the table tells the two x.png apart
+    assert rows[0][0] == "x.png" and rows[0][1] != "->" and rows[1][:3] == ["x.png", "->", "x-1"]
 
 
 def test_an_off_grid_input_reports_the_png_written(cli, lenet, mnist_batch, tmp_path):
