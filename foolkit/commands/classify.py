@@ -38,6 +38,8 @@ def classify(images: tuple[str, ...], model_name: str, weights: str | None, top:
         if crops == "10" and (x.shape[1] < h or x.shape[2] < w):
             raise FoolkitError(f"--crops 10 takes crops of {h}x{w} from each image; {p} is only {x.shape[1]}x{x.shape[2]}")
     k = min(top, model.num_classes)
+    if top > k and not as_json:
+        info(f"foolkit: {model.name} has {k} classes: showing all of them, not {top}")
     scorer = Scorer(model, range(model.num_classes), crops=10) if crops == "10" else None
     for i in range(0, len(images), CHUNK):  # then a chunk at a time: memory stays bounded however many photos
         chunk = images[i:i + CHUNK]
