@@ -296,6 +296,10 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     if not as_json:
         say_capped(dataset, {"test": ds.provenance()})
     n = len(ds)
+    # in a seeded random order, not the dataset's (sorted by class): a Ctrl-C's summary of the images
+    # done is then a fair sample of all of them, not of the first classes
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    labels = ds.y[order]
     correct = torch.zeros(n, dtype=torch.bool)
     success = torch.zeros(n, dtype=torch.bool)
     kept = torch.zeros(n, dtype=torch.bool)  # the adversarial image is still classified as its true label
@@ -306,8 +310,8 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     try:
         with tqdm(total=n, desc=f"attack {method}", unit="img", disable=None, leave=False) as bar:
             for i in range(0, n, batch_size):
-                xb = exact_div(ds.x[i:i + batch_size].to(model.device).float(), 255.0)
-                yb = ds.y[i:i + batch_size].to(model.device)
+                xb = exact_div(ds.x[order[i:i + batch_size]].to(model.device).float(), 255.0)
+                yb = labels[i:i + batch_size].to(model.device)
                 res = atk(model, xb, yb, target=tgt, confidence=confidence)
                 sl = slice(i, i + len(xb))
                 correct[sl] = (res.labels_before == yb).cpu()
@@ -325,7 +329,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
     if done < n:  # interrupted: the summary of the images done, under a name of its own
         correct, success, kept = correct[:done], success[:done], kept[:done]
         norms = {k: v[:done] for k, v in norms.items()}
-    attacked = correct if tgt is None else correct & (ds.y[:done] != tgt)
+    attacked = correct if tgt is None else correct & (labels[:done] != tgt)
     won = success & attacked
     # robust: classified correctly, and so is the adversarial image (within ε, for a minimum-norm attack):
     # misclassified counts, whatever --target or --confidence asked (a wrong class other than the
@@ -352,7 +356,7 @@ def _evaluate(model: Any, model_name: str, atk: Any, method: str, norm: str, eps
         "seconds": round(seconds, 2), "images_per_second": round(done / max(seconds, 1e-9), 2),
         "forwards": fwd, "backwards": bwd, "device": str(model.device),
         # the data may be in class order: say which classes the images done cover
-        **({"interrupted": True, "of": n, "labels_covered": sorted(set(ds.y[:done].tolist()))} if done < n else {}),
+        **({"interrupted": True, "of": n, "labels_covered": sorted(set(labels[:done].tolist()))} if done < n else {}),
     }
     name = _eval_name(dataset, method, norm, eps, tgt, confidence, None if subset is None else n, steps, seed)
     path = out / (name if done == n else name.replace(".json", ".partial.json"))  # never in place of a whole one
