@@ -193,6 +193,9 @@ def evolve(model_name: str, weights: str | None, encoding: str | None, method: s
         raise FoolkitError(f"--gray means nothing to {model.name}: it takes gray images already; drop it")
     h, w = config.image_size(model)
     _, _, rows, cols = view_crop(h, w, model.input_size)
+    if config.crops == 10 and (h, w) == tuple(model.input_size[1:]):
+        info(f"foolkit: at {model.name}'s own size the ten crops are five copies of the image and five of its "
+             "mirror; a larger --size makes them differ")
     if config.crops == 1 and (rows, cols) != (h, w):
         info(f"foolkit: {model.name} sees the centre {rows}x{cols} of these {h}x{w} images (its own aspect "
              "ratio): the rest is evolved unseen")

@@ -407,3 +407,9 @@ def test_a_size_of_another_aspect_ratio_says_what_the_model_does_not_see(cli, tm
     r = cli("evolve", "-m", "lenet-mnist", "--size", "56", "56", "-g", "1", "-p", "10", "--out", tmp_path / "b",
             "--device", "cpu")
     assert r.exit_code == 0 and "sees the centre" not in r.stderr
+
+
+def test_ten_crops_at_the_models_own_size_say_they_are_the_image_and_its_mirror(cli, tmp_path: Path) -> None:
+    r = cli("evolve", "-m", "lenet-mnist", "--crops", "10", "--size", "28", "28", "-g", "1", "-p", "10", "--out",
+            tmp_path / "a", "--device", "cpu")
+    assert r.exit_code == 0 and "five copies of the image and five of its mirror" in r.stderr
